@@ -1,0 +1,783 @@
+// Package queue is the runtime of one queue: ready and unacknowledged
+// messages, consumers with prefetch credit served round-robin, requeue in
+// original order, TTLs, length limits with overflow policies, priorities and
+// dead-lettering.
+//
+// A Queue does no I/O and starts no goroutine of its own: deliveries happen
+// synchronously in the caller's goroutine (the publisher's, or the acker's),
+// under the queue's lock. Timers (TTL, x-expires) use time.AfterFunc. The
+// Consumer interface is implemented by protocol adapters; its Deliver method
+// must never block, so a slow consumer can never stall a queue or a publisher.
+//
+// Lock order: Queue.mu, then whatever the Consumer takes inside Deliver. A
+// Consumer must never call back into a Queue from Deliver. Hooks (dead-letter,
+// cancel, auto-delete) are called after the lock is released.
+package queue
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bourse-mq/bourse/core"
+)
+
+// Consumer receives deliveries. Adapters implement it.
+type Consumer interface {
+	// Deliver offers one delivery. It returns false to refuse it because the
+	// consumer is momentarily full (outbound buffer, channel-wide prefetch,
+	// channel.flow); the queue then skips this consumer until Sub.Kick. It is
+	// called with the queue's lock held: it must not block and must not call
+	// back into the queue.
+	Deliver(d Delivery) bool
+	// Cancelled tells the consumer that the queue ended its subscription
+	// (queue deleted). Called without the queue's lock.
+	Cancelled(q *Queue, reason error)
+}
+
+// Delivery is one message handed to a consumer or to basic.get.
+type Delivery struct {
+	Queue       *Queue
+	Sub         *Sub // nil for Get
+	Msg         *core.Message
+	ID          uint64 // the queue-local sequence number; pass it to Ack/Reject
+	Redelivered bool
+	Count       uint32 // how many times it has been delivered, this one included
+}
+
+// Store is the persistence a durable queue needs; the router wires one in
+// for durable queues. Settle is called, with the lock held, for every
+// persistent entry that leaves the queue for good. It must not block.
+type Store interface {
+	Settle(q *Queue, seqs []uint64)
+}
+
+// Hooks connect a queue to the router. Every hook is called without the
+// queue's lock held, and may be nil.
+type Hooks struct {
+	// DeadLetter republishes a dead-lettered message (already carrying its
+	// x-death header) to exchange dlx.
+	DeadLetter func(dlx string, m *core.Message)
+	// Unused is called when an auto-delete queue loses its last consumer or
+	// when an x-expires queue has been unused for its TTL: the router
+	// deletes the queue.
+	Unused func(q *Queue, reason string)
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Config describes a queue.
+type Config struct {
+	Name       string
+	VHost      string
+	Durable    bool
+	Exclusive  bool
+	AutoDelete bool
+	Owner      core.ConnID // the owning connection of an exclusive queue
+	Arguments  core.Table  // as declared, for redeclare equivalence checks
+	Args       Args        // parsed Arguments
+}
+
+// ConsumeOptions are a subscription's settings.
+type ConsumeOptions struct {
+	Tag       string
+	NoAck     bool
+	Exclusive bool
+	// Prefetch caps unacknowledged deliveries to this consumer (0 = no cap).
+	Prefetch int
+	// PrefetchBytes caps the bytes of unacknowledged bodies (0 = no cap).
+	PrefetchBytes int
+	// Priority (x-priority): higher-priority consumers are served first.
+	Priority int
+	Owner    core.ConnID
+}
+
+type entry struct {
+	seq         uint64
+	msg         *core.Message
+	expireAt    int64 // unix nanoseconds; 0 = never
+	count       uint32
+	redelivered bool
+	pri         uint8
+	sub         *Sub // the holder while unacknowledged (nil for Get or after cancel)
+}
+
+// Sub is one consumer's subscription to a queue.
+type Sub struct {
+	q        *Queue
+	c        Consumer
+	opts     ConsumeOptions
+	unacked  int
+	ubytes   int
+	blocked  bool
+	canceled bool
+}
+
+// Tag returns the consumer tag.
+func (s *Sub) Tag() string { return s.opts.Tag }
+
+// Queue returns the queue this subscription reads.
+func (s *Sub) Queue() *Queue { return s.q }
+
+// Options returns the subscription's options.
+func (s *Sub) Options() ConsumeOptions { return s.opts }
+
+// Stats is a snapshot of a queue's state and counters.
+type Stats struct {
+	Ready, Unacked int
+	ReadyBytes     int64
+	Consumers      int
+	Published      uint64
+	Delivered      uint64
+	Acked          uint64
+	Redelivered    uint64
+	DeadLettered   uint64
+	Dropped        uint64
+}
+
+// Queue is one queue's runtime.
+type Queue struct {
+	cfg   Config
+	hooks Hooks
+	store Store
+
+	mu         sync.Mutex
+	levels     []deque // ready messages, one deque per priority level
+	nready     int
+	readyBytes int64
+	unacked    map[uint64]*entry
+	subs       []*Sub // sorted by priority, highest first; registration order within
+	rr         uint64
+	seq        uint64
+	deleted    bool
+	hadSub     bool
+	ttlTimer   *time.Timer
+	ttlAt      int64
+	idleTimer  *time.Timer
+	idleSince  time.Time
+
+	published, delivered, acked, redelivered, deadLettered, dropped atomic.Uint64
+}
+
+// New creates a queue. store may be nil (transient queue).
+func New(cfg Config, hooks Hooks, store Store) *Queue {
+	if hooks.Now == nil {
+		hooks.Now = time.Now
+	}
+	q := &Queue{
+		cfg:     cfg,
+		hooks:   hooks,
+		store:   store,
+		levels:  make([]deque, int(cfg.Args.MaxPriority)+1),
+		unacked: make(map[uint64]*entry),
+	}
+	q.mu.Lock()
+	q.touchLocked()
+	q.mu.Unlock()
+	return q
+}
+
+// Name returns the queue's name.
+func (q *Queue) Name() string { return q.cfg.Name }
+
+// Config returns the queue's configuration.
+func (q *Queue) Config() Config { return q.cfg }
+
+// Durable reports whether the queue survives a restart.
+func (q *Queue) Durable() bool { return q.cfg.Durable }
+
+// Stats returns a snapshot.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	s := Stats{Ready: q.nready, Unacked: len(q.unacked), ReadyBytes: q.readyBytes, Consumers: len(q.subs)}
+	q.mu.Unlock()
+	s.Published = q.published.Load()
+	s.Delivered = q.delivered.Load()
+	s.Acked = q.acked.Load()
+	s.Redelivered = q.redelivered.Load()
+	s.DeadLettered = q.deadLettered.Load()
+	s.Dropped = q.dropped.Load()
+	return s
+}
+
+// Result of an Enqueue.
+type Result uint8
+
+// Enqueue results.
+const (
+	Accepted Result = iota
+	Rejected        // overflow reject-publish / reject-publish-dlx: nack the publisher
+	Gone            // the queue was deleted concurrently
+)
+
+// Enqueue adds m to the queue and delivers it at once if a consumer has
+// credit. It returns the message's sequence number in this queue.
+func (q *Queue) Enqueue(m *core.Message) (uint64, Result) {
+	var out effects
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return 0, Gone
+	}
+	now := q.hooks.Now()
+	a := &q.cfg.Args
+	if a.Overflow != DropHead && q.full(m.Size()) {
+		if a.Overflow == RejectPublishDLX {
+			// seq 0: never enqueued, so never persisted for this queue.
+			q.deadLetterLocked(&out, &entry{msg: m}, "maxlen")
+		}
+		q.mu.Unlock()
+		out.run(q)
+		return 0, Rejected
+	}
+	q.seq++
+	e := &entry{seq: q.seq, msg: m, pri: q.priorityOf(m)}
+	e.expireAt = q.expiryOf(m, now)
+	q.published.Add(1)
+	q.pushReadyLocked(e)
+	if a.Overflow == DropHead {
+		for q.nready > 0 && q.overLimit() {
+			h := q.popHeadLocked()
+			q.deadLetterLocked(&out, h, "maxlen")
+		}
+	}
+	q.dispatchLocked(&out, now)
+	seq := e.seq
+	q.mu.Unlock()
+	out.run(q)
+	return seq, Accepted
+}
+
+// Restore puts recovered messages back, in seq order, after a restart. It
+// must be called before any Enqueue.
+func (q *Queue) Restore(seq uint64, m *core.Message, redelivered bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := &entry{seq: seq, msg: m, pri: q.priorityOf(m), redelivered: redelivered}
+	e.expireAt = q.expiryOf(m, m.Arrived)
+	q.pushReadyLocked(e)
+	if seq > q.seq {
+		q.seq = seq
+	}
+}
+
+func (q *Queue) full(size int) bool {
+	a := &q.cfg.Args
+	return (a.MaxLength >= 0 && int64(q.nready) >= a.MaxLength) ||
+		(a.MaxLengthBytes >= 0 && q.readyBytes+int64(size) > a.MaxLengthBytes)
+}
+
+func (q *Queue) overLimit() bool {
+	a := &q.cfg.Args
+	return (a.MaxLength >= 0 && int64(q.nready) > a.MaxLength) ||
+		(a.MaxLengthBytes >= 0 && q.readyBytes > a.MaxLengthBytes)
+}
+
+func (q *Queue) priorityOf(m *core.Message) uint8 {
+	p := m.Props.Priority
+	if p > q.cfg.Args.MaxPriority {
+		p = q.cfg.Args.MaxPriority
+	}
+	return p
+}
+
+func (q *Queue) expiryOf(m *core.Message, now time.Time) int64 {
+	ttl, ok, _ := m.ExpirationTTL()
+	if q.cfg.Args.HasMessageTTL && (!ok || q.cfg.Args.MessageTTL < ttl) {
+		ttl, ok = q.cfg.Args.MessageTTL, true
+	}
+	if !ok {
+		return 0
+	}
+	return now.Add(ttl).UnixNano()
+}
+
+func (q *Queue) pushReadyLocked(e *entry) {
+	q.levels[e.pri].pushBack(e)
+	q.nready++
+	q.readyBytes += int64(e.msg.Size())
+}
+
+func (q *Queue) requeueLocked(e *entry) {
+	e.redelivered = true
+	e.sub = nil
+	q.levels[e.pri].insert(e)
+	q.nready++
+	q.readyBytes += int64(e.msg.Size())
+}
+
+// headLevel returns the highest non-empty priority level, or -1.
+func (q *Queue) headLevel() int {
+	for i := len(q.levels) - 1; i >= 0; i-- {
+		if q.levels[i].len() > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+func (q *Queue) popHeadLocked() *entry {
+	l := q.headLevel()
+	if l < 0 {
+		return nil
+	}
+	return q.takeLocked(&q.levels[l])
+}
+
+func (q *Queue) takeLocked(d *deque) *entry {
+	e := d.popFront()
+	q.nready--
+	q.readyBytes -= int64(e.msg.Size())
+	return e
+}
+
+// expireLocked drops expired messages at the head of each priority level (as
+// RabbitMQ, expiry is enforced when a message reaches the head) and arms the
+// timer for the next head expiry.
+func (q *Queue) expireLocked(out *effects, now time.Time) {
+	n := now.UnixNano()
+	next := int64(0)
+	for i := range q.levels {
+		d := &q.levels[i]
+		for d.len() > 0 {
+			h := d.front()
+			if h.expireAt == 0 {
+				break
+			}
+			if h.expireAt > n {
+				if next == 0 || h.expireAt < next {
+					next = h.expireAt
+				}
+				break
+			}
+			q.takeLocked(d)
+			q.deadLetterLocked(out, h, "expired")
+		}
+	}
+	q.armTTLLocked(next, now)
+}
+
+func (q *Queue) armTTLLocked(at int64, now time.Time) {
+	if at == 0 || q.deleted || (q.ttlTimer != nil && q.ttlAt == at) {
+		return
+	}
+	if q.ttlTimer != nil {
+		q.ttlTimer.Stop()
+	}
+	q.ttlAt = at
+	q.ttlTimer = time.AfterFunc(time.Duration(at-now.UnixNano()), q.onTTL)
+}
+
+func (q *Queue) onTTL() {
+	var out effects
+	q.mu.Lock()
+	q.ttlTimer, q.ttlAt = nil, 0
+	if !q.deleted {
+		q.dispatchLocked(&out, q.hooks.Now())
+	}
+	q.mu.Unlock()
+	out.run(q)
+}
+
+// dispatchLocked hands ready messages to consumers with credit, then expires
+// what remains at the head.
+func (q *Queue) dispatchLocked(out *effects, now time.Time) {
+	nowNs := now.UnixNano()
+	for len(q.subs) > 0 {
+		l := q.headLevel()
+		if l < 0 {
+			break
+		}
+		d := &q.levels[l]
+		h := d.front()
+		if h.expireAt != 0 && h.expireAt < nowNs {
+			q.takeLocked(d)
+			q.deadLetterLocked(out, h, "expired")
+			continue
+		}
+		s := q.pickLocked(h.msg.Size())
+		if s == nil {
+			break
+		}
+		q.takeLocked(d)
+		h.count++
+		dv := Delivery{Queue: q, Sub: s, Msg: h.msg, ID: h.seq, Redelivered: h.redelivered, Count: h.count}
+		if !s.opts.NoAck {
+			// Record before Deliver: an ack may race in from another goroutine
+			// as soon as the consumer has the delivery.
+			h.sub = s
+			q.unacked[h.seq] = h
+			s.unacked++
+			s.ubytes += h.msg.Size()
+		}
+		if !s.c.Deliver(dv) {
+			s.blocked = true
+			h.count--
+			if !s.opts.NoAck {
+				delete(q.unacked, h.seq)
+				s.unacked--
+				s.ubytes -= h.msg.Size()
+				h.sub = nil
+			}
+			d.pushFront(h)
+			q.nready++
+			q.readyBytes += int64(h.msg.Size())
+			continue
+		}
+		q.delivered.Add(1)
+		if h.redelivered {
+			q.redelivered.Add(1)
+		}
+		if s.opts.NoAck {
+			q.settleLocked(h)
+		}
+	}
+	q.expireLocked(out, now)
+}
+
+// pickLocked chooses the next consumer: the highest priority group that has
+// a consumer with credit, round-robin within the group. With single active
+// consumer only the first registered consumer is eligible.
+func (q *Queue) pickLocked(size int) *Sub {
+	cands := q.subs
+	if q.cfg.Args.SingleActive {
+		cands = q.subs[:1]
+	}
+	for start := 0; start < len(cands); {
+		end := start + 1
+		for end < len(cands) && cands[end].opts.Priority == cands[start].opts.Priority {
+			end++
+		}
+		group := cands[start:end]
+		n := len(group)
+		for i := 0; i < n; i++ {
+			s := group[int((q.rr+uint64(i))%uint64(n))]
+			if s.hasCredit(size) {
+				q.rr++
+				return s
+			}
+		}
+		start = end
+	}
+	return nil
+}
+
+func (s *Sub) hasCredit(size int) bool {
+	if s.blocked || s.canceled {
+		return false
+	}
+	if s.opts.NoAck {
+		return true
+	}
+	if s.opts.Prefetch > 0 && s.unacked >= s.opts.Prefetch {
+		return false
+	}
+	// As RabbitMQ: prefetch-size lets a message through when nothing is
+	// outstanding, so one large message cannot stall the consumer forever.
+	if s.opts.PrefetchBytes > 0 && s.unacked > 0 && s.ubytes+size > s.opts.PrefetchBytes {
+		return false
+	}
+	return true
+}
+
+// settleLocked records that e left the queue for good.
+func (q *Queue) settleLocked(e *entry) {
+	if e.seq != 0 && q.store != nil && q.cfg.Durable && e.msg.Persistent() {
+		q.store.Settle(q, []uint64{e.seq})
+	}
+}
+
+func (q *Queue) deadLetterLocked(out *effects, e *entry, reason string) {
+	q.settleLocked(e)
+	a := &q.cfg.Args
+	if !a.HasDLX {
+		q.dropped.Add(1)
+		return
+	}
+	q.deadLettered.Add(1)
+	m := deadLettered(e.msg, q.cfg.Name, reason, a, q.hooks.Now())
+	out.dl = append(out.dl, dlMsg{a.DLX, m})
+}
+
+// Consume subscribes c to the queue.
+func (q *Queue) Consume(c Consumer, o ConsumeOptions) (*Sub, error) {
+	var out effects
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return nil, core.Errorf(core.NotFound, "no queue '%s' in vhost '%s'", q.cfg.Name, q.cfg.VHost)
+	}
+	for _, s := range q.subs {
+		if s.opts.Exclusive || o.Exclusive {
+			q.mu.Unlock()
+			return nil, core.Errorf(core.AccessRefused, "queue '%s' in vhost '%s' in exclusive use", q.cfg.Name, q.cfg.VHost)
+		}
+	}
+	s := &Sub{q: q, c: c, opts: o}
+	i := len(q.subs)
+	for i > 0 && q.subs[i-1].opts.Priority < o.Priority {
+		i--
+	}
+	q.subs = append(q.subs, nil)
+	copy(q.subs[i+1:], q.subs[i:])
+	q.subs[i] = s
+	q.hadSub = true
+	q.stopIdleLocked()
+	q.dispatchLocked(&out, q.hooks.Now())
+	q.mu.Unlock()
+	out.run(q)
+	return s, nil
+}
+
+// Cancel ends the subscription. Its unacknowledged deliveries stay
+// unacknowledged (the channel may still ack them); the adapter requeues them
+// with Reject when its channel closes.
+func (s *Sub) Cancel() {
+	q := s.q
+	var out effects
+	q.mu.Lock()
+	if s.canceled {
+		q.mu.Unlock()
+		return
+	}
+	s.canceled = true
+	for i, x := range q.subs {
+		if x == s {
+			q.subs = append(q.subs[:i], q.subs[i+1:]...)
+			break
+		}
+	}
+	if len(q.subs) == 0 && !q.deleted {
+		if q.cfg.AutoDelete && q.hadSub {
+			out.unused = "auto-delete"
+		}
+		q.touchLocked()
+	} else {
+		q.dispatchLocked(&out, q.hooks.Now())
+	}
+	q.mu.Unlock()
+	out.run(q)
+}
+
+// Kick clears the consumer's blocked flag (after a refused Deliver) and
+// resumes deliveries to it.
+func (s *Sub) Kick() {
+	q := s.q
+	var out effects
+	q.mu.Lock()
+	if s.blocked && !s.canceled && !q.deleted {
+		s.blocked = false
+		q.dispatchLocked(&out, q.hooks.Now())
+	}
+	q.mu.Unlock()
+	out.run(q)
+}
+
+// SetPrefetch changes the consumer's prefetch (basic.qos after consume).
+func (s *Sub) SetPrefetch(count, bytes int) {
+	q := s.q
+	var out effects
+	q.mu.Lock()
+	s.opts.Prefetch, s.opts.PrefetchBytes = count, bytes
+	if !q.deleted {
+		q.dispatchLocked(&out, q.hooks.Now())
+	}
+	q.mu.Unlock()
+	out.run(q)
+}
+
+// Get takes one message without a subscription (basic.get). ok is false
+// when the queue is empty. remaining is the ready count after the take.
+func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
+	var out effects
+	q.mu.Lock()
+	now := q.hooks.Now()
+	q.expireLocked(&out, now)
+	q.touchLocked()
+	e := q.popHeadLocked()
+	if e != nil {
+		e.count++
+		d = Delivery{Queue: q, Msg: e.msg, ID: e.seq, Redelivered: e.redelivered, Count: e.count}
+		q.delivered.Add(1)
+		if e.redelivered {
+			q.redelivered.Add(1)
+		}
+		if noAck {
+			q.settleLocked(e)
+		} else {
+			q.unacked[e.seq] = e
+		}
+		ok = true
+	}
+	remaining = q.nready
+	q.mu.Unlock()
+	out.run(q)
+	return d, remaining, ok
+}
+
+// Ack settles delivery id. It reports false for an unknown id.
+func (q *Queue) Ack(id uint64) bool {
+	var out effects
+	q.mu.Lock()
+	e, ok := q.unacked[id]
+	if ok {
+		q.releaseLocked(e)
+		q.acked.Add(1)
+		q.settleLocked(e)
+		q.dispatchLocked(&out, q.hooks.Now())
+	}
+	q.mu.Unlock()
+	out.run(q)
+	return ok
+}
+
+// Reject settles delivery id negatively: with requeue the message goes back
+// to its original position flagged redelivered; without, it is dead-lettered
+// (reason "rejected") or dropped.
+func (q *Queue) Reject(id uint64, requeue bool) bool {
+	var out effects
+	q.mu.Lock()
+	e, ok := q.unacked[id]
+	if ok {
+		q.releaseLocked(e)
+		if requeue && !q.deleted {
+			q.requeueLocked(e)
+		} else {
+			q.deadLetterLocked(&out, e, "rejected")
+		}
+		q.dispatchLocked(&out, q.hooks.Now())
+	}
+	q.mu.Unlock()
+	out.run(q)
+	return ok
+}
+
+func (q *Queue) releaseLocked(e *entry) {
+	delete(q.unacked, e.seq)
+	if s := e.sub; s != nil {
+		s.unacked--
+		s.ubytes -= e.msg.Size()
+		e.sub = nil
+	}
+}
+
+// Purge removes every ready message and returns how many it removed.
+func (q *Queue) Purge() int {
+	q.mu.Lock()
+	n := q.nready
+	for i := range q.levels {
+		for _, e := range q.levels[i].clear() {
+			q.settleLocked(e)
+		}
+	}
+	q.nready, q.readyBytes = 0, 0
+	q.mu.Unlock()
+	return n
+}
+
+// Delete marks the queue deleted, cancels its consumers (Cancelled is called
+// on each) and drops its messages. It returns the ready count it had.
+func (q *Queue) Delete(reason error) int {
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return 0
+	}
+	q.deleted = true
+	n := q.nready
+	subs := q.subs
+	q.subs = nil
+	for _, s := range subs {
+		s.canceled = true
+	}
+	for i := range q.levels {
+		for _, e := range q.levels[i].clear() {
+			q.settleLocked(e)
+		}
+	}
+	for _, e := range q.unacked {
+		q.settleLocked(e)
+	}
+	q.nready, q.readyBytes = 0, 0
+	q.unacked = map[uint64]*entry{}
+	if q.ttlTimer != nil {
+		q.ttlTimer.Stop()
+	}
+	q.stopIdleLocked()
+	q.mu.Unlock()
+	for _, s := range subs {
+		s.c.Cancelled(q, reason)
+	}
+	return n
+}
+
+// Deleted reports whether the queue was deleted.
+func (q *Queue) Deleted() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.deleted
+}
+
+// Touch records a use of the queue (redeclare) for x-expires.
+func (q *Queue) Touch() {
+	q.mu.Lock()
+	q.touchLocked()
+	q.mu.Unlock()
+}
+
+// touchLocked restarts the x-expires idle timer when the queue has no
+// consumers.
+func (q *Queue) touchLocked() {
+	if q.cfg.Args.Expires <= 0 || q.deleted || len(q.subs) > 0 {
+		return
+	}
+	q.stopIdleLocked()
+	q.idleSince = q.hooks.Now()
+	q.idleTimer = time.AfterFunc(q.cfg.Args.Expires, q.onIdle)
+}
+
+func (q *Queue) stopIdleLocked() {
+	if q.idleTimer != nil {
+		q.idleTimer.Stop()
+		q.idleTimer = nil
+	}
+}
+
+func (q *Queue) onIdle() {
+	q.mu.Lock()
+	fire := !q.deleted && len(q.subs) == 0 && q.idleTimer != nil &&
+		q.hooks.Now().Sub(q.idleSince) >= q.cfg.Args.Expires-time.Millisecond
+	q.mu.Unlock()
+	if fire && q.hooks.Unused != nil {
+		q.hooks.Unused(q, "expired")
+	}
+}
+
+// Consumers returns the number of subscriptions.
+func (q *Queue) Consumers() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.subs)
+}
+
+// effects collects what must happen after the lock is released.
+type effects struct {
+	dl     []dlMsg
+	unused string
+}
+
+type dlMsg struct {
+	dlx string
+	m   *core.Message
+}
+
+func (e *effects) run(q *Queue) {
+	if q.hooks.DeadLetter != nil {
+		for _, d := range e.dl {
+			q.hooks.DeadLetter(d.dlx, d.m)
+		}
+	}
+	if e.unused != "" && q.hooks.Unused != nil {
+		q.hooks.Unused(q, e.unused)
+	}
+}
