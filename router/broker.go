@@ -1,0 +1,154 @@
+// Package router owns Bourse's topology: vhosts, exchanges, bindings and the
+// registry of queues, and it routes every published message to its
+// destinations. It is the broker API the protocol adapters call: declare,
+// bind, publish, consume, get, and the connection lifecycle.
+//
+// The router declares the persistence interfaces it needs (MetaStore,
+// MessageStore) and never imports storage; cmd/bourse wires a concrete store
+// in. With no store the broker is purely in memory.
+package router
+
+import (
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/router/queue"
+)
+
+// MetaStore persists durable topology. The router calls it synchronously
+// under its topology lock, before it answers a declare: an error fails the
+// declare.
+type MetaStore interface {
+	PutVHost(name string) error
+	DeleteVHost(name string) error
+	PutExchange(vhost string, e ExchangeInfo) error
+	DeleteExchange(vhost, name string) error
+	PutQueue(vhost string, q QueueInfo) error
+	DeleteQueue(vhost, name string) error
+	PutBinding(vhost string, b Binding) error
+	DeleteBinding(vhost string, b Binding) error
+}
+
+// Target is one durable queue a persistent message was enqueued on.
+type Target struct {
+	Queue *queue.Queue
+	Seq   uint64
+}
+
+// MessageStore persists messages of durable queues. Persist stores m once,
+// whatever the number of targets, and calls done exactly once when it is
+// durable (or failed). Settle (from queue.Store) records that an entry left
+// its queue for good.
+type MessageStore interface {
+	queue.Store
+	Persist(vhost string, m *core.Message, targets []Target, done func(error))
+}
+
+// Options configure a Broker.
+type Options struct {
+	Logger   *slog.Logger
+	Meta     MetaStore    // nil: topology is not persisted
+	Messages MessageStore // nil: messages are not persisted
+	Now      func() time.Time
+}
+
+// Broker is the set of vhosts.
+type Broker struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.RWMutex
+	vhosts map[string]*VHost
+}
+
+// New creates a broker with the default vhost "/".
+func New(opts Options) *Broker {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
+	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)
+	return b
+}
+
+// VHost returns the named vhost.
+func (b *Broker) VHost(name string) (*VHost, error) {
+	b.mu.RLock()
+	v := b.vhosts[name]
+	b.mu.RUnlock()
+	if v == nil {
+		return nil, core.Errorf(core.NotFound, "no vhost '%s'", name)
+	}
+	return v, nil
+}
+
+// AddVHost creates a vhost (no error if it exists).
+func (b *Broker) AddVHost(name string) (*VHost, error) {
+	if err := core.ValidateName("vhost", name); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if v := b.vhosts[name]; v != nil {
+		return v, nil
+	}
+	if b.opts.Meta != nil {
+		if err := b.opts.Meta.PutVHost(name); err != nil {
+			return nil, core.Wrap(core.ResourceError, err, "persist vhost '%s'", name)
+		}
+	}
+	v := newVHost(b, name)
+	b.vhosts[name] = v
+	return v, nil
+}
+
+// DeleteVHost deletes a vhost and everything in it.
+func (b *Broker) DeleteVHost(name string) error {
+	b.mu.Lock()
+	v := b.vhosts[name]
+	if v == nil {
+		b.mu.Unlock()
+		return core.Errorf(core.NotFound, "no vhost '%s'", name)
+	}
+	if b.opts.Meta != nil {
+		if err := b.opts.Meta.DeleteVHost(name); err != nil {
+			b.mu.Unlock()
+			return core.Wrap(core.ResourceError, err, "delete vhost '%s'", name)
+		}
+	}
+	delete(b.vhosts, name)
+	b.mu.Unlock()
+	v.close()
+	return nil
+}
+
+// VHosts lists vhost names, sorted.
+func (b *Broker) VHosts() []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	names := make([]string, 0, len(b.vhosts))
+	for n := range b.vhosts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ConnectionClosed deletes the exclusive queues owned by conn in every vhost.
+func (b *Broker) ConnectionClosed(conn core.ConnID) {
+	b.mu.RLock()
+	vs := make([]*VHost, 0, len(b.vhosts))
+	for _, v := range b.vhosts {
+		vs = append(vs, v)
+	}
+	b.mu.RUnlock()
+	for _, v := range vs {
+		v.connectionClosed(conn)
+	}
+}
