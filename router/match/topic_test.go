@@ -409,7 +409,7 @@ func TestTopicConcurrent(t *testing.T) {
 	}
 	for range 4 {
 		matchers.Go(func() {
-			for range 3000 {
+			for range 20000 {
 				seen := false
 				tp.Match("s.x.3", func(d int) {
 					if d == -1 {
