@@ -1,0 +1,46 @@
+# Bourse — see README.md. Every target works on a fresh machine with Go.
+GO        ?= go
+BIN       := bin
+STATICCHECK_VERSION := v0.8.2
+FUZZTIME  ?= 10s
+GOTESTFLAGS ?=
+
+.PHONY: build run test lint fuzz e2e interop clean
+
+build:
+	$(GO) build -o $(BIN)/bourse ./cmd/bourse
+
+# Starts the broker with the embedded defaults: every listener on loopback,
+# data in ./data. Ctrl-C stops it gracefully.
+run: build
+	./$(BIN)/bourse serve
+
+test:
+	$(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
+
+$(BIN)/staticcheck:
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(BIN)/staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	./$(BIN)/staticcheck ./...
+
+# Short runs of every native fuzz target (FUZZTIME each).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	  done; \
+	done
+
+e2e:
+	$(GO) test -race -count=1 -timeout 20m ./e2e/...
+
+# Clients in other languages against the real binary (installs Debian packages).
+interop:
+	bash interop/run.sh
+
+clean:
+	rm -rf $(BIN)

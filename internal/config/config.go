@@ -1,0 +1,213 @@
+// Package config holds Bourse's configuration: defaults, then a YAML file,
+// then BOURSE_* environment variables, then command-line flags, each
+// overriding the one before.
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// Config is the effective configuration of `bourse serve`.
+type Config struct {
+	DataDir   string    `koanf:"data_dir" yaml:"data_dir"`
+	Listeners Listeners `koanf:"listeners" yaml:"listeners"`
+	Log       Log       `koanf:"log" yaml:"log"`
+	Auth      Auth      `koanf:"auth" yaml:"auth"`
+	Storage   Storage   `koanf:"storage" yaml:"storage"`
+	Limits    Limits    `koanf:"limits" yaml:"limits"`
+	// Heartbeat is the AMQP heartbeat the server proposes.
+	Heartbeat Duration `koanf:"heartbeat" yaml:"heartbeat"`
+}
+
+// Listeners are listen addresses; an empty address turns a listener off.
+type Listeners struct {
+	AMQP  string `koanf:"amqp" yaml:"amqp"`
+	MQTT  string `koanf:"mqtt" yaml:"mqtt"`
+	STOMP string `koanf:"stomp" yaml:"stomp"`
+	HTTP  string `koanf:"http" yaml:"http"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `koanf:"level" yaml:"level"`   // debug, info, warn, error
+	Format string `koanf:"format" yaml:"format"` // text, json
+}
+
+// Auth holds the bootstrap user and the default vhost.
+type Auth struct {
+	DefaultVHost string `koanf:"default_vhost" yaml:"default_vhost"`
+	DefaultUser  string `koanf:"default_user" yaml:"default_user"`
+	DefaultPass  string `koanf:"default_pass" yaml:"default_pass"`
+}
+
+// Storage configures durability.
+type Storage struct {
+	// Fsync is "always" (fsync every group-commit batch before confirming:
+	// the default, and the only policy under which a confirm means
+	// "survives a crash"), "interval" or "never".
+	Fsync         string        `koanf:"fsync" yaml:"fsync"`
+	FsyncInterval Duration `koanf:"fsync_interval" yaml:"fsync_interval"`
+}
+
+// Limits bound what one client may send.
+type Limits struct {
+	MaxFrameBytes   int `koanf:"max_frame_bytes" yaml:"max_frame_bytes"`
+	MaxMessageBytes int `koanf:"max_message_bytes" yaml:"max_message_bytes"`
+}
+
+// Default returns the embedded defaults: every listener on loopback.
+func Default() Config {
+	return Config{
+		DataDir: "data",
+		Listeners: Listeners{
+			AMQP:  "127.0.0.1:5672",
+			MQTT:  "127.0.0.1:1883",
+			STOMP: "127.0.0.1:61613",
+			HTTP:  "127.0.0.1:15672",
+		},
+		Log:       Log{Level: "info", Format: "text"},
+		Auth:      Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest"},
+		Storage:   Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond)},
+		Limits:    Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20},
+		Heartbeat: Duration(60 * time.Second),
+	}
+}
+
+// Flag names of `bourse serve` and the config keys they set.
+var flagKeys = map[string]string{
+	"data-dir":   "data_dir",
+	"amqp-addr":  "listeners.amqp",
+	"mqtt-addr":  "listeners.mqtt",
+	"stomp-addr": "listeners.stomp",
+	"http-addr":  "listeners.http",
+	"log-level":  "log.level",
+	"log-format": "log.format",
+	"fsync":      "storage.fsync",
+}
+
+// RegisterFlags defines the serve flags on fs.
+func RegisterFlags(fs *pflag.FlagSet) {
+	d := Default()
+	fs.String("config", "", "YAML configuration file")
+	fs.String("data-dir", d.DataDir, "data directory")
+	fs.String("amqp-addr", d.Listeners.AMQP, "AMQP 0-9-1 listen address (empty: off)")
+	fs.String("mqtt-addr", d.Listeners.MQTT, "MQTT listen address (empty: off)")
+	fs.String("stomp-addr", d.Listeners.STOMP, "STOMP listen address (empty: off)")
+	fs.String("http-addr", d.Listeners.HTTP, "HTTP listen address: health, metrics, WebSocket (empty: off)")
+	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
+	fs.String("log-format", d.Log.Format, "log format: text, json")
+	fs.String("fsync", d.Storage.Fsync, "fsync policy: always, interval, never")
+}
+
+// envKey maps BOURSE_LISTENERS_AMQP to listeners.amqp and BOURSE_DATA_DIR to
+// data_dir: after the prefix, a double underscore separates sections, or,
+// for the known sections, the first single underscore does.
+func envKey(s string) string {
+	s = strings.ToLower(strings.TrimPrefix(s, "BOURSE_"))
+	if strings.Contains(s, "__") {
+		return strings.ReplaceAll(s, "__", ".")
+	}
+	for _, sec := range []string{"listeners", "log", "auth", "storage", "limits"} {
+		if strings.HasPrefix(s, sec+"_") {
+			return sec + "." + strings.TrimPrefix(s, sec+"_")
+		}
+	}
+	return s
+}
+
+// Load builds the effective config: defaults < file < environment < flags
+// (only the flags the user set).
+func Load(fs *pflag.FlagSet, environ func() []string) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(structProvider{Default()}, nil); err != nil {
+		return Config{}, err
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return Config{}, fmt.Errorf("config file: %w", err)
+		}
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("read config file %s: %w", path, err)
+		}
+	}
+	if environ == nil {
+		environ = os.Environ
+	}
+	// Read the environment directly (not through koanf's env provider) so
+	// that an empty value, which turns a listener off, is kept.
+	envMap := map[string]any{}
+	for _, kv := range environ() {
+		name, val, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(name, "BOURSE_") {
+			envMap[envKey(name)] = val
+		}
+	}
+	if err := k.Load(mapProvider(envMap), nil); err != nil {
+		return Config{}, err
+	}
+	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		key, ok := flagKeys[f.Name]
+		if !ok || !f.Changed {
+			return "", nil
+		}
+		return key, posflag.FlagVal(fs, f)
+	}), nil); err != nil {
+		return Config{}, err
+	}
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the config and says what is wrong.
+func (c Config) Validate() error {
+	for name, addr := range map[string]string{"amqp": c.Listeners.AMQP, "mqtt": c.Listeners.MQTT, "stomp": c.Listeners.STOMP, "http": c.Listeners.HTTP} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("listeners.%s: %q is not host:port: %w", name, addr, err)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	switch c.Storage.Fsync {
+	case "always", "never":
+	case "interval":
+		if c.Storage.FsyncInterval <= 0 {
+			return fmt.Errorf("storage.fsync_interval must be positive with fsync: interval")
+		}
+	default:
+		return fmt.Errorf("storage.fsync: %q is not one of always, interval, never", c.Storage.Fsync)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("data_dir must not be empty")
+	}
+	if c.Limits.MaxFrameBytes < 4096 {
+		return fmt.Errorf("limits.max_frame_bytes: %d is below the AMQP minimum of 4096", c.Limits.MaxFrameBytes)
+	}
+	if c.Limits.MaxMessageBytes <= 0 {
+		return fmt.Errorf("limits.max_message_bytes must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func load(t *testing.T, args []string, env []string) (Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return Load(fs, func() []string { return env })
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "bourse.yaml")
+	os.WriteFile(file, []byte("data_dir: /from/file\nlisteners:\n  amqp: 127.0.0.1:1\n  mqtt: 127.0.0.1:2\n  stomp: 127.0.0.1:3\nstorage:\n  fsync: interval\n  fsync_interval: 50ms\nheartbeat: 10s\n"), 0o600)
+
+	c, err := load(t, nil, nil)
+	if err != nil || c.DataDir != "data" || c.Listeners.AMQP != "127.0.0.1:5672" || c.Heartbeat.D() != time.Minute {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	c, err = load(t, []string{"--config", file}, nil)
+	if err != nil || c.DataDir != "/from/file" || c.Listeners.AMQP != "127.0.0.1:1" || c.Storage.FsyncInterval.D() != 50*time.Millisecond || c.Heartbeat.D() != 10*time.Second {
+		t.Fatalf("file: %+v %v", c, err)
+	}
+	c, err = load(t, []string{"--config", file}, []string{"BOURSE_LISTENERS_AMQP=127.0.0.1:9", "BOURSE_DATA_DIR=/from/env", "BOURSE_LISTENERS__MQTT=", "PATH=/bin"})
+	if err != nil || c.DataDir != "/from/env" || c.Listeners.AMQP != "127.0.0.1:9" || c.Listeners.MQTT != "" || c.Listeners.STOMP != "127.0.0.1:3" {
+		t.Fatalf("env: %+v %v", c, err)
+	}
+	c, err = load(t, []string{"--config", file, "--amqp-addr", "127.0.0.1:7", "--stomp-addr", ""}, []string{"BOURSE_LISTENERS_AMQP=127.0.0.1:9"})
+	if err != nil || c.Listeners.AMQP != "127.0.0.1:7" || c.Listeners.STOMP != "" || c.DataDir != "/from/file" {
+		t.Fatalf("flags: %+v %v", c, err)
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--amqp-addr", "nohostport"}, "listeners.amqp"},
+		{[]string{"--log-level", "loud"}, "log.level"},
+		{[]string{"--fsync", "sometimes"}, "storage.fsync"},
+		{[]string{"--data-dir", ""}, "data_dir"},
+	} {
+		_, err := load(t, tc.args, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err %v, want mention of %s", tc.args, err, tc.want)
+		}
+	}
+	if _, err := load(t, nil, []string{"BOURSE_HEARTBEAT=soon"}); err == nil {
+		t.Error("bad duration accepted")
+	}
+	if _, err := load(t, []string{"--config", "/does/not/exist.yaml"}, nil); err == nil {
+		t.Error("missing config file accepted")
+	}
+}
+
+func TestYAMLRoundTrip(t *testing.T) {
+	y, err := Default().YAML()
+	if err != nil || !strings.Contains(y, "heartbeat: 1m0s") || !strings.Contains(y, "amqp: 127.0.0.1:5672") {
+		t.Fatalf("yaml %q %v", y, err)
+	}
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte(y), 0o600)
+	c, err := load(t, []string{"--config", file}, nil)
+	if err != nil || c != Default() {
+		t.Fatalf("reloaded %+v %v", c, err)
+	}
+}

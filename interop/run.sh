@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# make interop: drive a real `bourse serve` with clients written in other
+# languages (Debian's python3-pika, python3-stomp, python3-paho-mqtt,
+# mosquitto-clients and amqp-tools). Installs what is missing, starts the
+# broker on free loopback ports with a throwaway data dir, runs every check,
+# and stops the broker. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in python3-pika python3-stomp python3-paho-mqtt mosquitto-clients amqp-tools; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "interop: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+make -s build
+work=$(mktemp -d)
+ready="$work/ready.json"
+./bin/bourse serve --data-dir "$work/data" \
+  --amqp-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --stomp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+  --ready-file "$ready" >"$work/bourse.log" 2>&1 &
+pid=$!
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  [ -s "$ready" ] && break
+  kill -0 "$pid" 2>/dev/null || { cat "$work/bourse.log"; echo "interop: broker exited"; exit 1; }
+  sleep 0.1
+done
+[ -s "$ready" ] || { cat "$work/bourse.log"; echo "interop: broker not ready"; exit 1; }
+
+addr() { /usr/bin/python3 -c "import json,sys; print(json.load(open('$ready'))['$1'])"; }
+export AMQP_ADDR=$(addr amqp) MQTT_ADDR=$(addr mqtt) STOMP_ADDR=$(addr stomp) HTTP_ADDR=$(addr http)
+export AMQP_HOST=${AMQP_ADDR%:*} AMQP_PORT=${AMQP_ADDR##*:}
+export MQTT_HOST=${MQTT_ADDR%:*} MQTT_PORT=${MQTT_ADDR##*:}
+export STOMP_HOST=${STOMP_ADDR%:*} STOMP_PORT=${STOMP_ADDR##*:}
+
+pass=0 fail=0
+check() {
+  local name=$1; shift
+  if timeout 60 "$@" >"$work/$name.out" 2>&1; then
+    echo "PASS $name"; pass=$((pass+1))
+  else
+    echo "FAIL $name"; sed 's/^/    /' "$work/$name.out"; fail=$((fail+1))
+  fi
+}
+
+for t in interop/*.py; do
+  check "$(basename "$t" .py)" /usr/bin/python3 "$t"
+done
+check cli-amqp-tools bash interop/cli_amqp_tools.sh
+check cli-mosquitto bash interop/cli_mosquitto.sh
+
+echo "$pass passed, $fail failed"
+if [ "$fail" -gt 0 ]; then
+  echo "--- broker log"; tail -50 "$work/bourse.log"
+  exit 1
+fi
