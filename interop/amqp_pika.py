@@ -55,6 +55,8 @@ for method, props, body in srv.consume(q + "-rpc", inactivity_timeout=5):
     srv.basic_publish("", props.reply_to, b"pong:" + body, pika.BasicProperties(correlation_id=props.correlation_id))
     srv.basic_ack(method.delivery_tag)
     break
+# pika holds other channels' callbacks while a consume() generator is open.
+srv.cancel()
 conn.process_data_events(time_limit=2)
 assert replies == [b"pong:ping"], replies
 

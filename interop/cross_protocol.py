@@ -26,7 +26,7 @@ class L(stomp.ConnectionListener):
             stomp_got.set()
 
 
-s = stomp.Connection12([(os.environ["STOMP_HOST"], int(os.environ["STOMP_PORT"]))], heartbeats=(0, 0))
+s = stomp.Connection12([(os.environ["STOMP_HOST"], int(os.environ["STOMP_PORT"]))], heartbeats=(0, 0), vhost="/")
 s.set_listener("", L())
 s.connect("guest", "guest", wait=True, headers={"host": "/"})
 s.subscribe(destination=f"/topic/sensors.{name}.temp", id="1")

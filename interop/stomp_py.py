@@ -29,7 +29,7 @@ class Collector(stomp.ConnectionListener):
 
 
 def connect(listener):
-    c = stomp.Connection12([(host, port)], heartbeats=(0, 0))
+    c = stomp.Connection12([(host, port)], heartbeats=(0, 0), vhost="/")
     c.set_listener("", listener)
     c.connect("guest", "guest", wait=True, headers={"host": "/"})
     return c

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bourse-mq/bourse/httpapi"
+	"github.com/bourse-mq/bourse/internal/config"
+	"github.com/bourse-mq/bourse/protocols/amqp"
+	"github.com/bourse-mq/bourse/protocols/mqtt"
+	"github.com/bourse-mq/bourse/protocols/stomp"
+	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/storage/meta"
+)
+
+// service is what every listener-backed part of the broker implements.
+type service interface {
+	Name() string
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "run the broker",
+		Args:  cobra.NoArgs,
+	}
+	config.RegisterFlags(cmd.Flags())
+	cmd.Flags().Bool("print-config", false, "print the effective configuration as YAML and exit")
+	cmd.Flags().String("ready-file", "", "write the bound listener addresses as JSON to this file once serving")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := config.Load(cmd.Flags(), nil)
+		if err != nil {
+			return err
+		}
+		if p, _ := cmd.Flags().GetBool("print-config"); p {
+			y, err := cfg.YAML()
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), y)
+			return err
+		}
+		readyFile, _ := cmd.Flags().GetString("ready-file")
+		log := newLogger(cfg.Log, cmd.ErrOrStderr())
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, cfg, log, readyFile)
+	}
+	return cmd
+}
+
+func newLogger(c config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	o := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// serve runs the broker until ctx is done, then shuts down gracefully.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile string) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	ms, err := meta.Open(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("%w (is another bourse using data dir %s?)", err, cfg.DataDir)
+	}
+	defer ms.Close()
+	defs, err := ms.Load()
+	if err != nil {
+		return err
+	}
+	broker := router.New(router.Options{Logger: log, Meta: ms})
+	if err := broker.Restore(defs); err != nil {
+		return err
+	}
+	log.Info("restored topology", "vhosts", len(defs.VHosts), "exchanges", len(defs.Exchanges), "queues", len(defs.Queues), "bindings", len(defs.Bindings))
+
+	var ready atomic.Bool
+	web := httpapi.New(httpapi.Options{Logger: log, Ready: ready.Load})
+	a := cfg.Auth
+	amqpSrv := amqp.New(broker, amqp.Options{
+		Logger: log.With("service", "amqp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
+		FrameMax: uint32(cfg.Limits.MaxFrameBytes), Heartbeat: cfg.Heartbeat.D(), MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+	})
+	stompSrv := stomp.New(broker, stomp.Options{
+		Logger: log.With("service", "stomp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
+		MaxBodyBytes: cfg.Limits.MaxMessageBytes,
+	})
+	mqttSrv := mqtt.New(broker, mqtt.Options{
+		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
+	})
+	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
+	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path
+	web.Handle("/ws/mqtt", mqttSrv.WebSocketHandler())
+	web.Handle("/mqtt", mqttSrv.WebSocketHandler()) // RabbitMQ Web-MQTT's path
+
+	type bound struct {
+		svc service
+		ln  net.Listener
+	}
+	var running []bound
+	closeAll := func() {
+		for _, b := range running {
+			b.ln.Close()
+		}
+	}
+	for _, l := range []struct {
+		addr string
+		svc  service
+	}{
+		{cfg.Listeners.AMQP, amqpSrv},
+		{cfg.Listeners.MQTT, mqttSrv},
+		{cfg.Listeners.STOMP, stompSrv},
+		{cfg.Listeners.HTTP, web},
+	} {
+		if l.addr == "" {
+			log.Info("listener off", "service", l.svc.Name())
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("%s listener: %w", l.svc.Name(), err)
+		}
+		running = append(running, bound{l.svc, ln})
+	}
+
+	errc := make(chan error, len(running))
+	var wg sync.WaitGroup
+	addrs := map[string]string{}
+	for _, b := range running {
+		addrs[b.svc.Name()] = b.ln.Addr().String()
+		log.Info("listening", "service", b.svc.Name(), "addr", b.ln.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.svc.Serve(b.ln); err != nil {
+				errc <- fmt.Errorf("%s: %w", b.svc.Name(), err)
+			}
+		}()
+	}
+	ready.Store(true)
+	if readyFile != "" {
+		if err := writeReadyFile(readyFile, addrs); err != nil {
+			log.Error("write ready file", "path", readyFile, "err", err)
+		}
+	}
+	log.Info("bourse ready", "version", versionString(), "data_dir", cfg.DataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("service failed; shutting down", "err", runErr)
+	}
+	ready.Store(false)
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := len(running) - 1; i >= 0; i-- {
+		if err := running[i].svc.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("shutdown", "service", running[i].svc.Name(), "err", err)
+		}
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// writeReadyFile writes the addresses atomically (tmp + rename), so a reader
+// polling for the file never sees it half written.
+func writeReadyFile(path string, addrs map[string]string) error {
+	b, err := json.Marshal(addrs)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/bourse-mq/bourse/internal/config"
+)
+
+func TestServeProbesAndGracefulShutdown(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	ready := filepath.Join(dir, "ready.json")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+
+	var addrs map[string]string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(ready)
+		if err == nil && json.Unmarshal(b, &addrs) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ready file never written")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, name := range []string{"amqp", "mqtt", "stomp", "http"} {
+		if !strings.HasPrefix(addrs[name], "127.0.0.1:") || strings.HasSuffix(addrs[name], ":0") {
+			t.Fatalf("address of %s: %q", name, addrs[name])
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/livez", "/metrics"} {
+		resp, err := http.Get("http://" + addrs["http"] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		if path == "/metrics" && !bytes.Contains(body, []byte("go_goroutines")) {
+			t.Fatalf("metrics without runtime collectors")
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("graceful shutdown took too long")
+	}
+}
+
+func TestSecondServeOnSameDataDirFails(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.Listeners = config.Listeners{HTTP: "127.0.0.1:0"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := filepath.Join(dir, "ready.json")
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	err := serve(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "")
+	if err == nil || !strings.Contains(err.Error(), "another bourse") {
+		t.Fatalf("second serve on the same data dir: %v", err)
+	}
+	cancel()
+	<-done
+}
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestPrintConfigAndVersion(t *testing.T) {
+	out, err := run(t, "serve", "--print-config", "--amqp-addr", "", "--data-dir", "/tmp/x")
+	if err != nil || !strings.Contains(out, "amqp: \"\"") || !strings.Contains(out, "data_dir: /tmp/x") {
+		t.Fatalf("print-config: %v\n%s", err, out)
+	}
+	out, err = run(t, "version")
+	if err != nil || !strings.HasPrefix(out, "bourse ") {
+		t.Fatalf("version: %v %q", err, out)
+	}
+	if _, err := run(t, "serve", "--log-level", "chatty", "--print-config"); err == nil {
+		t.Fatal("invalid log level accepted")
+	}
+}
