@@ -217,15 +217,6 @@ func (e *Exchange) match(key string, h core.Table, fn func(Dest)) {
 	}
 }
 
-func containsDest(ds []Dest, d Dest) bool {
-	for _, x := range ds {
-		if x == d {
-			return true
-		}
-	}
-	return false
-}
-
 func removeDest(ds []Dest, d Dest) []Dest {
 	for i, x := range ds {
 		if x == d {

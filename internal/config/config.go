@@ -55,7 +55,7 @@ type Storage struct {
 	// Fsync is "always" (fsync every group-commit batch before confirming:
 	// the default, and the only policy under which a confirm means
 	// "survives a crash"), "interval" or "never".
-	Fsync         string        `koanf:"fsync" yaml:"fsync"`
+	Fsync         string   `koanf:"fsync" yaml:"fsync"`
 	FsyncInterval Duration `koanf:"fsync_interval" yaml:"fsync_interval"`
 }
 

@@ -71,10 +71,6 @@ func key(parts ...string) []byte {
 	return b
 }
 
-type tableJSON struct {
-	Typed string `json:"typed,omitempty"`
-}
-
 func encTable(t core.Table) (string, error) {
 	if len(t) == 0 {
 		return "", nil
