@@ -75,3 +75,11 @@ type VHostBinding struct {
 	VHost string
 	Binding
 }
+
+// QueueSeq names one entry of a queue: the message at sequence number Seq
+// of queue Queue. Storage records where a persistent message was enqueued
+// with it.
+type QueueSeq struct {
+	Queue string
+	Seq   uint64
+}

@@ -32,19 +32,15 @@ type MetaStore interface {
 	DeleteBinding(vhost string, b Binding) error
 }
 
-// Target is one durable queue a persistent message was enqueued on.
-type Target struct {
-	Queue *queue.Queue
-	Seq   uint64
-}
-
 // MessageStore persists messages of durable queues. Persist stores m once,
 // whatever the number of targets, and calls done exactly once when it is
-// durable (or failed). Settle (from queue.Store) records that an entry left
-// its queue for good.
+// durable (or failed). Settle and Delivered (from queue.Store) record what
+// happened to an entry. QueueDeleted forgets every entry of a durable
+// queue, so a later queue of the same name starts empty.
 type MessageStore interface {
 	queue.Store
-	Persist(vhost string, m *core.Message, targets []Target, done func(error))
+	Persist(vhost string, m *core.Message, targets []core.QueueSeq, done func(error))
+	QueueDeleted(vhost, name string)
 }
 
 // Options configure a Broker.

@@ -47,7 +47,7 @@ type routeScratch struct {
 	seenQ      map[string]struct{}
 	seenX      map[string]struct{}
 	pending    []string
-	targets    []Target
+	targets    []core.QueueSeq
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -188,7 +188,7 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 		case queue.Accepted:
 			r.Routed++
 			if persist && q.Durable() {
-				s.targets = append(s.targets, Target{Queue: q, Seq: seq})
+				s.targets = append(s.targets, core.QueueSeq{Queue: q.Name(), Seq: seq})
 			}
 		case queue.Rejected:
 			r.Rejected = true
@@ -203,7 +203,7 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 		if done == nil {
 			done = func(error) {}
 		}
-		v.b.opts.Messages.Persist(v.name, m, append([]Target(nil), s.targets...), done)
+		v.b.opts.Messages.Persist(v.name, m, append([]core.QueueSeq(nil), s.targets...), done)
 	case o.Confirm != nil && r.Rejected:
 		o.Confirm(ErrRejected)
 	case o.Confirm != nil:

@@ -300,9 +300,14 @@ func TestDeadLetterThroughRouterAndCycle(t *testing.T) {
 	must(t, err)
 	bindQ(t, v, "loop", "self", "", nil)
 	routed(t, v, pub("", "self", nil))
-	time.Sleep(50 * time.Millisecond)
 	sq, _ := v.Queue("self", 0)
-	if st := sq.Stats(); st.Ready != 0 || st.Published != 1 {
+	// Poll rather than sleep a fixed time: timers run late on a loaded machine.
+	deadline := time.Now().Add(5 * time.Second)
+	for sq.Stats().DeadLettered == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // a looping message would be back by now
+	if st := sq.Stats(); st.Ready != 0 || st.Published != 1 || st.DeadLettered != 1 {
 		t.Fatalf("cycle not cut: %+v", st)
 	}
 }

@@ -441,6 +441,9 @@ func (v *VHost) removeQueueLocked(q *queue.Queue) error {
 	}
 	v.removeBindingsToLocked(Dest{Kind: ToQueue, Name: q.Name()})
 	delete(v.queues, q.Name())
+	if q.Durable() && v.b.opts.Messages != nil {
+		v.b.opts.Messages.QueueDeleted(v.name, q.Name())
+	}
 	return nil
 }
 

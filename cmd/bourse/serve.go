@@ -17,12 +17,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
 	"github.com/bourse-mq/bourse/internal/config"
 	"github.com/bourse-mq/bourse/protocols/amqp"
 	"github.com/bourse-mq/bourse/protocols/mqtt"
 	"github.com/bourse-mq/bourse/protocols/stomp"
 	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/storage/durable"
 	"github.com/bourse-mq/bourse/storage/meta"
 )
 
@@ -88,11 +90,25 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	if err != nil {
 		return err
 	}
-	broker := router.New(router.Options{Logger: log, Meta: ms})
+	journal, recovered, err := durable.Open(filepath.Join(cfg.DataDir, "journal"), durable.Options{
+		Fsync: cfg.Storage.Fsync, FsyncInterval: cfg.Storage.FsyncInterval.D(), Logger: log.With("component", "journal"),
+	})
+	if err != nil {
+		return err
+	}
+	// Closed after the listeners have shut down (defers run last in, first
+	// out), so in-flight confirms are written and synced first.
+	defer func() {
+		if err := journal.Close(); err != nil {
+			log.Error("close journal", "err", err)
+		}
+	}()
+	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal})
 	if err := broker.Restore(defs); err != nil {
 		return err
 	}
 	log.Info("restored topology", "vhosts", len(defs.VHosts), "exchanges", len(defs.Exchanges), "queues", len(defs.Queues), "bindings", len(defs.Bindings))
+	restoreMessages(broker, journal, recovered, log)
 
 	var ready atomic.Bool
 	web := httpapi.New(httpapi.Options{Logger: log, Ready: ready.Load})
@@ -198,4 +214,32 @@ func writeReadyFile(path string, addrs map[string]string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// restoreMessages puts recovered persistent messages back into their queues.
+// Messages of a queue that no longer exists are dropped from the journal.
+func restoreMessages(b *router.Broker, j *durable.Store, rec map[[2]string][]durable.Recovered, log *slog.Logger) {
+	total := 0
+	for name, msgs := range rec {
+		vhost, queueName := name[0], name[1]
+		v, err := b.VHost(vhost)
+		var q interface {
+			Restore(seq uint64, m *core.Message, redelivered bool)
+		}
+		if err == nil {
+			if qq, qerr := v.Queue(queueName, 0); qerr == nil && qq.Durable() {
+				q = qq
+			}
+		}
+		if q == nil {
+			log.Warn("journal holds messages of a queue that no longer exists; dropping them", "vhost", vhost, "queue", queueName, "messages", len(msgs))
+			j.QueueDeleted(vhost, queueName)
+			continue
+		}
+		for _, r := range msgs {
+			q.Restore(r.Seq, r.Msg, r.Redelivered)
+		}
+		total += len(msgs)
+	}
+	log.Info("restored messages", "messages", total, "queues", len(rec))
 }

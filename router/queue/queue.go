@@ -46,10 +46,14 @@ type Delivery struct {
 }
 
 // Store is the persistence a durable queue needs; the router wires one in
-// for durable queues. Settle is called, with the lock held, for every
-// persistent entry that leaves the queue for good. It must not block.
+// for durable queues. Both methods are called with the queue's lock held,
+// only for persistent messages, and must not block: Settle for an entry
+// that leaves the queue for good (acked, dropped, expired, dead-lettered,
+// purged), Delivered the first time an entry is handed out, so that a
+// restart can flag it redelivered.
 type Store interface {
-	Settle(q *Queue, seqs []uint64)
+	Settle(vhost, queue string, seqs []uint64)
+	Delivered(vhost, queue string, seq uint64)
 }
 
 // Hooks connect a queue to the router. Every hook is called without the
@@ -401,6 +405,9 @@ func (q *Queue) dispatchLocked(out *effects, now time.Time) {
 		}
 		q.takeLocked(d)
 		h.count++
+		if h.count == 1 {
+			q.deliveredLocked(h)
+		}
 		dv := Delivery{Queue: q, Sub: s, Msg: h.msg, ID: h.seq, Redelivered: h.redelivered, Count: h.count}
 		if !s.opts.NoAck {
 			// Record before Deliver: an ack may race in from another goroutine
@@ -480,10 +487,17 @@ func (s *Sub) hasCredit(size int) bool {
 	return true
 }
 
+// deliveredLocked records e's first delivery with the store.
+func (q *Queue) deliveredLocked(e *entry) {
+	if e.seq != 0 && !e.redelivered && q.store != nil && q.cfg.Durable && e.msg.Persistent() {
+		q.store.Delivered(q.cfg.VHost, q.cfg.Name, e.seq)
+	}
+}
+
 // settleLocked records that e left the queue for good.
 func (q *Queue) settleLocked(e *entry) {
 	if e.seq != 0 && q.store != nil && q.cfg.Durable && e.msg.Persistent() {
-		q.store.Settle(q, []uint64{e.seq})
+		q.store.Settle(q.cfg.VHost, q.cfg.Name, []uint64{e.seq})
 	}
 }
 
@@ -597,6 +611,9 @@ func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
 	e := q.popHeadLocked()
 	if e != nil {
 		e.count++
+		if e.count == 1 {
+			q.deliveredLocked(e)
+		}
 		d = Delivery{Queue: q, Msg: e.msg, ID: e.seq, Redelivered: e.redelivered, Count: e.count}
 		q.delivered.Add(1)
 		if e.redelivered {
@@ -690,13 +707,11 @@ func (q *Queue) Delete(reason error) int {
 	for _, s := range subs {
 		s.canceled = true
 	}
+	// No settle records: the router has told the store the queue is gone
+	// (MessageStore.QueueDeleted), and settles written after that marker
+	// could match entries of a new queue of the same name.
 	for i := range q.levels {
-		for _, e := range q.levels[i].clear() {
-			q.settleLocked(e)
-		}
-	}
-	for _, e := range q.unacked {
-		q.settleLocked(e)
+		q.levels[i].clear()
 	}
 	q.nready, q.readyBytes = 0, 0
 	q.unacked = map[uint64]*entry{}

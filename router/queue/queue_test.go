@@ -389,7 +389,9 @@ type memStore struct {
 	settled []uint64
 }
 
-func (m *memStore) Settle(_ *Queue, seqs []uint64) {
+func (m *memStore) Delivered(string, string, uint64) {}
+
+func (m *memStore) Settle(_, _ string, seqs []uint64) {
 	m.mu.Lock()
 	m.settled = append(m.settled, seqs...)
 	m.mu.Unlock()
