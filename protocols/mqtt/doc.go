@@ -1,0 +1,125 @@
+// Package mqtt is Bourse's MQTT 3.1, 3.1.1 and 5.0 adapter. mochi-mqtt
+// (github.com/mochi-mqtt/server/v2) speaks the protocol; a mochi hook, the
+// bridge, connects it to the router, so that MQTT, AMQP and STOMP clients
+// exchange messages through amq.topic.
+//
+// # Who does what
+//
+// mochi decodes and validates packets, runs keep-alive, topic aliases,
+// packet ids, the QoS 2 handshakes, SUBACK/UNSUBACK reason codes and $SYS.
+// The bridge (hook.go) owns everything that touches a message:
+// authentication and vhost selection, publishes, subscriptions, delivery
+// acknowledgements, retained messages, wills and sessions.
+//
+// # One delivery path
+//
+// Every application message goes through the router, MQTT to MQTT included:
+//
+//   - OnPublish routes the PUBLISH to amq.topic (routing key: the topic with
+//     '/' and '.' swapped) and stops mochi there (packets.ErrRejectPacket, or
+//     CodeSuccessIgnore for QoS 0): mochi neither acks, nor retains, nor fans
+//     it out. mochi's topic index still records subscriptions (for SUBACK and
+//     UNSUBACK codes and session takeover) but only ever fans out $SYS, and
+//     wills are taken from mochi at CONNECT, so no message reaches a client
+//     twice.
+//   - Each subscription has its own router queue bound to amq.topic with the
+//     filter as a pattern ('+' → '*', '#' → '#', literal levels swapped):
+//     "mqtt-subscription-<client id>-<hash of the filter>", or
+//     "mqtt-shared-<group>-<hash>" for $share/group/filter, shared by every
+//     member so that the queue's round robin splits the load. A message
+//     matching n subscriptions is delivered n times, each with its own
+//     subscription identifier; no-local and the '$' rule for leading
+//     wildcards are applied when it is written.
+//   - $SYS filters are the exception: mochi serves them from its own index.
+//
+// # Acknowledgements
+//
+// PUBACK (QoS 1) and PUBREC (QoS 2) are sent when the router's Confirm has
+// fired, which storage will delay until the message is durable: the bridge
+// keeps a FIFO of owed acks per connection (pendingAck) and writes them in
+// the order the publishes arrived ([MQTT-4.6.0-2]). Confirms may come from
+// any goroutine. When owed acks reach the receive maximum the reader stops
+// reading that client (backpressure instead of disconnection). MQTT 5 acks
+// carry the reason (0x10 no matching subscribers, 0x97 quota exceeded, …);
+// an MQTT 3 client whose message was refused is disconnected, as it cannot
+// be told otherwise. Inbound QoS 2 state (which ids await PUBREL) lives in
+// the session, so a duplicate PUBLISH is answered with PUBREC and never
+// routed twice.
+//
+// Towards subscribers, a QoS 1 delivery is acked to its queue on PUBACK and
+// a QoS 2 delivery on PUBREC (the client owns the message from then on; a
+// reconnect before PUBCOMP must not deliver it again); a client error code
+// rejects it without requeue. QoS 0 deliveries are acked once written.
+// Deliveries a connection holds when it ends are requeued and removed from
+// mochi's in-flight store, so a resumed session gets them from the router,
+// flagged DUP.
+//
+// # Sessions
+//
+// A session (session.go) maps a client id to its subscriptions. Clean
+// sessions use exclusive queues that go with the connection; persistent
+// ones (MQTT 3 clean session 0, MQTT 5 session expiry > 0) keep non-exclusive
+// queues that collect messages while the client is away, until the session
+// expires (mochi's expiry loop, capped by Options.MaxSessionExpiry). Outside
+// the default vhost mochi's client id is prefixed with the vhost, so clients
+// of different vhosts never take each other's sessions over. Sessions and
+// their queues are in memory: they do not survive a restart yet.
+//
+// # Goroutines
+//
+// Per connection: the reader (Server.serveConn, in which mochi reads and
+// calls the hook), mochi's WriteLoop (idle: mochi's channel only carries
+// $SYS updates), and a writer started on demand that exits once everything
+// is written. mochi writes through pipe, which appends to the connection's
+// buffer; the writer encodes queued deliveries, owed acks and that buffer,
+// and writes them to the socket in one write per batch. Deliver (called
+// under a queue's lock) only appends to the connection's outbound queue,
+// bounded by Options.MaxOutboundBytes and by the in-flight window (the
+// client's Receive Maximum, at most Options.MaxInflight); when either is
+// full it refuses, and the writer Kicks the refused subscriptions once it
+// has drained below half.
+//
+// Lock order: session.mu → router/queue locks → conn.mu → mochi's client
+// lock → conn.wmu. Server.sessMu and Server.sharedMu are taken alone or
+// under session.mu. Nothing calls into the router while holding conn.mu.
+//
+// # Mapping (DESIGN.md's table, RabbitMQ's names)
+//
+//	MQTT                          router message (AMQP 0-9-1 view)
+//	topic a/b.c                   exchange amq.topic, routing key a.b/c
+//	filter a/+/#                  binding a.*.#
+//	QoS 0 / 1 / 2                 delivery mode 1 / 2 / 2, header x-mqtt-publish-qos (int8)
+//	RETAIN                        header x-mqtt-retain = true (for Retain As Published)
+//	Content Type                  content_type
+//	Correlation Data (≤255 B)     correlation_id; longer: header x-correlation-id
+//	Response Topic r/t            reply_to r.t and header x-reply-to-topic r.t
+//	Message Expiry Interval s     expiration s×1000 (back: remaining time, rounded up)
+//	Payload Format Indicator      header x-mqtt-payload-format-indicator (int8)
+//	User Property k=v             header k (a repeated key: an array of its values)
+//	x-amqp-message-id, -type, -app-id, -user-id, -content-encoding,
+//	-cluster-id, -priority, -timestamp (unix s)   the AMQP properties of those names
+//	x-bourse-typed                the AMQP types of non-string headers (core.TypedHeaders)
+//
+// Towards a subscriber, QoS = min(subscription QoS, x-mqtt-publish-qos or
+// 1 for persistent, 0 for transient messages). MQTT 3 subscribers get the
+// payload alone. A topic whose routing key is reply_to
+// amq.rabbitmq.reply-to.* goes to the default exchange, so MQTT repliers
+// reach AMQP direct reply-to requesters.
+//
+// What does not map exactly: expiration below a second (rounded up); AMQP
+// header keys or string values that are not valid MQTT strings (NUL,
+// invalid UTF-8: they travel only in x-bourse-typed, with invalid UTF-8
+// replaced); a persistent message delivered at QoS 0 comes back transient if
+// republished at QoS 0; the order of distinct user property keys (sorted);
+// a literal MQTT level "*" in a filter (an AMQP wildcard); routing keys
+// containing '+', '#' or NUL (never delivered to MQTT).
+//
+// # Limits inherited from mochi
+//
+// mochi keeps one in-flight map per client for both directions, so a
+// client's QoS > 0 PUBLISH reusing the id of one of the server's in-flight
+// deliveries drops that entry (mochi does the same on its own). mochi's
+// CONNECT path leaves the reader goroutine with a 16 KiB stack, which with
+// its WriteLoop makes an idle connection cost about 27 KiB (see
+// TestIdleConnectionMemory).
+package mqtt

@@ -1,0 +1,448 @@
+package mqtt
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// bridge is the mochi hook through which Bourse takes over everything that
+// touches messages: authentication, publishes (routed, acknowledged on
+// confirm), subscriptions (router queues), acknowledgements of deliveries,
+// wills and session lifecycle. mochi keeps the MQTT protocol: decoding,
+// validation, keep-alive, topic aliases, packet ids, QoS 2 handshakes,
+// SUBACK/UNSUBACK codes and $SYS.
+//
+// Every hook runs in the connection's reader goroutine, except
+// OnPacketSent/OnPacketEncode (whichever goroutine writes) and
+// OnClientExpired (mochi's event loop).
+type bridge struct {
+	mochi.HookBase
+	s *Server
+}
+
+func (h *bridge) ID() string { return "bourse-bridge" }
+
+func (h *bridge) Provides(b byte) bool {
+	switch b {
+	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
+		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnPacketRead, mochi.OnPacketEncode, mochi.OnPacketSent, mochi.OnPacketProcessed,
+		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribed,
+		mochi.OnPublish, mochi.OnClientExpired:
+		return true
+	}
+	return false
+}
+
+// OnConnect records the CONNECT's facts. The will is taken from mochi
+// (whose Will keeps only user properties) so that the bridge publishes it
+// through the router with all its properties.
+func (h *bridge) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	c := connOf(cl)
+	if c == nil {
+		return nil
+	}
+	c.cl.Store(cl)
+	c.mu.Lock()
+	c.v5 = cl.Properties.ProtocolVersion == 5
+	c.mu.Unlock()
+	c.clientID = cl.ID
+	if pk.Connect.WillFlag {
+		w := &inbound{
+			topic:   pk.Connect.WillTopic,
+			payload: pk.Connect.WillPayload,
+			qos:     pk.Connect.WillQos,
+			retain:  pk.Connect.WillRetain,
+		}
+		if c.v5 {
+			wp := pk.Connect.WillProperties
+			w.props = &wp
+			c.willWait = time.Duration(wp.WillDelayInterval) * time.Second
+		}
+		c.will = w
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+	}
+	return nil
+}
+
+func (h *bridge) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	c := connOf(cl)
+	return c != nil && h.s.authenticate(c, cl, pk)
+}
+
+// OnACLCheck allows everything: authorization arrives with the security
+// issue.
+func (h *bridge) OnACLCheck(cl *mochi.Client, topic string, write bool) bool { return true }
+
+func (h *bridge) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
+	if c := connOf(cl); c != nil {
+		h.s.attachSession(c, cl, pk)
+	}
+}
+
+// OnSessionEstablished runs after CONNACK: deliveries may start.
+func (h *bridge) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	c := connOf(cl)
+	if c == nil || c.sess == nil {
+		return
+	}
+	limit := h.s.opts.MaxInflight
+	if c.v5 {
+		if rm := int(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < limit {
+			limit = rm
+		}
+	}
+	c.mu.Lock()
+	c.maxInflight = limit
+	c.mu.Unlock()
+	c.sess.startConsumers(c)
+}
+
+func (h *bridge) OnDisconnect(cl *mochi.Client, err error, expire bool) {
+	if c := connOf(cl); c != nil {
+		c.disconnected(err, expire)
+	}
+}
+
+func (h *bridge) OnClientExpired(cl *mochi.Client) {
+	h.s.expireSession(cl.ID)
+	h.s.mochi.UnsubscribeClient(cl) // mochi leaves expired clients in its index
+}
+
+// OnPublish routes the message and stops mochi from doing anything more
+// with it: no ack (the bridge acks on confirm), no retain (the bridge keeps
+// a store per vhost) and no fan-out (subscribers get it from their queues).
+func (h *bridge) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	c := connOf(cl)
+	if c == nil || c.sess == nil {
+		return pk, packets.ErrRejectPacket
+	}
+	c.publish(&pk)
+	if pk.FixedHeader.Qos == 0 {
+		return pk, packets.CodeSuccessIgnore // mochi stops quietly
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// OnSubscribe keeps mochi from sending retained messages itself (the
+// bridge sends them, through the connection's flow control) and remembers
+// what the client asked for.
+func (h *bridge) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	c := connOf(cl)
+	if c == nil || c.sess == nil {
+		return pk
+	}
+	req := &subRequest{id: pk.PacketID}
+	filters := slices.Clone(pk.Filters)
+	for i := range filters {
+		req.rh = append(req.rh, filters[i].RetainHandling)
+		req.existed = append(req.existed, c.sess.has(filters[i].Filter))
+		filters[i].RetainHandling = 2
+	}
+	pk.Filters = filters
+	c.subReq = req
+	return pk
+}
+
+// OnSubscribed declares the router side of each accepted filter. mochi
+// builds the SUBACK from reasonCodes after this returns, so a filter the
+// router refuses is reported as failed there.
+func (h *bridge) OnSubscribed(cl *mochi.Client, pk packets.Packet, reasonCodes []byte) {
+	c := connOf(cl)
+	if c == nil || c.sess == nil {
+		return
+	}
+	req := c.subReq
+	if req == nil || req.id != pk.PacketID || len(req.rh) != len(pk.Filters) {
+		req = &subRequest{id: pk.PacketID, rh: make([]byte, len(pk.Filters)), existed: make([]bool, len(pk.Filters))}
+		c.subReq = req
+	}
+	now := time.Now()
+	for i, f := range pk.Filters {
+		if i >= len(reasonCodes) || reasonCodes[i] >= 0x80 {
+			continue
+		}
+		group, inner := splitShared(f.Filter)
+		wantRetained := group == "" && (req.rh[i] == 0 || req.rh[i] == 1 && !req.existed[i])
+		if isSysFilter(inner) {
+			// mochi serves $SYS itself, live from its topic index.
+			if wantRetained {
+				req.add(h.s.mochi.Topics.Messages(f.Filter), newSubOpts(f, inner))
+			}
+			continue
+		}
+		o, err := c.sess.subscribe(c, f)
+		if err != nil {
+			code := reasonFor(err).Code
+			if !c.v5 || errors.Is(err, errNotOwner) {
+				code = packets.ErrUnspecifiedError.Code
+			}
+			reasonCodes[i] = code
+			h.s.mochi.Topics.Unsubscribe(f.Filter, cl.ID)
+			cl.State.Subscriptions.Delete(f.Filter)
+			h.s.log.Warn("subscription refused", "conn", c.id, "client", c.clientID, "filter", f.Filter, "err", err)
+			continue
+		}
+		if wantRetained {
+			req.add(h.s.retained.messages(c.vhost.Name(), f.Filter, now), o)
+		}
+	}
+}
+
+// subRequest follows one SUBSCRIBE from OnSubscribe to its SUBACK.
+type subRequest struct {
+	id       uint16
+	rh       []byte // the client's Retain Handling per filter
+	existed  []bool // whether the session had each filter already
+	retained []retainedBatch
+}
+
+type retainedBatch struct {
+	pks  []packets.Packet
+	opts *subOpts
+}
+
+func (r *subRequest) add(pks []packets.Packet, o *subOpts) {
+	if len(pks) > 0 {
+		r.retained = append(r.retained, retainedBatch{pks, o})
+	}
+}
+
+func (h *bridge) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
+	c := connOf(cl)
+	if c == nil || c.sess == nil {
+		return
+	}
+	for _, f := range pk.Filters {
+		c.sess.unsubscribe(c, f.Filter)
+	}
+}
+
+// OnPacketRead prepares a PUBREL: the bridge keeps the state of inbound QoS
+// 2 flows itself, and gives mochi the entry its PUBREL handling looks for.
+func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Pubrel {
+		return pk, nil
+	}
+	if c := connOf(cl); c != nil && c.sess != nil && c.sess.qos2Awaiting(pk.PacketID) {
+		if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok {
+			cl.State.Inflight.Set(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+				PacketID:    pk.PacketID,
+				Created:     time.Now().Unix(),
+			})
+		}
+	}
+	return pk, nil
+}
+
+// OnPacketProcessed settles deliveries when the client acknowledges them.
+func (h *bridge) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, err error) {
+	c := connOf(cl)
+	if c == nil {
+		return
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec:
+		c.settleOutbound(pk.PacketID, pk.ReasonCode)
+	case packets.Pubrel:
+		if c.sess != nil {
+			c.sess.qos2Delete(pk.PacketID)
+		}
+	}
+}
+
+// OnPacketEncode adjusts CONNACK: the reason codes of refused logins, and
+// the limits mochi does not announce itself.
+func (h *bridge) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	c := connOf(cl)
+	if c == nil {
+		return pk
+	}
+	v5 := cl.Properties.ProtocolVersion == 5
+	switch c.authFail {
+	case authBadCredentials:
+		pk.ReasonCode = packets.ErrBadUsernameOrPassword.Code // v3: 0x04 below
+		pk.Properties.ReasonString = packets.ErrBadUsernameOrPassword.Reason
+	case authBadVHost:
+		pk.ReasonCode = packets.ErrNotAuthorized.Code
+		pk.Properties.ReasonString = "vhost not found"
+	}
+	switch {
+	case !v5 && pk.ReasonCode > 5:
+		pk.ReasonCode = v3ConnackCode(pk.ReasonCode)
+	case v5 && pk.ReasonCode == 0:
+		pk.Properties.TopicAliasMaximum = uint16(h.s.opts.TopicAliasMaximum)
+		pk.Properties.MaximumPacketSize = uint32(h.s.opts.MaxPacketSize)
+	}
+	return pk
+}
+
+// v3ConnackCode maps an MQTT 5 CONNACK reason code to the MQTT 3.1.1
+// return codes (3.2.2.3).
+func v3ConnackCode(code byte) byte {
+	switch code {
+	case packets.ErrUnsupportedProtocolVersion.Code:
+		return 0x01
+	case packets.ErrClientIdentifierNotValid.Code, packets.ErrUnspecifiedError.Code:
+		// mochi answers an empty client id with clean session 0 with
+		// 0x80; MQTT 3.1.1 wants "identifier rejected" ([MQTT-3.1.3-9]).
+		return 0x02
+	case packets.ErrBadUsernameOrPassword.Code, packets.ErrMalformedUsername.Code:
+		return 0x04
+	case packets.ErrNotAuthorized.Code:
+		return 0x05
+	default:
+		return 0x03 // server unavailable
+	}
+}
+
+func (h *bridge) OnPacketSent(cl *mochi.Client, pk packets.Packet, b []byte) {
+	c := connOf(cl)
+	if c == nil {
+		return
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		c.established = pk.ReasonCode < 0x80 // written by the reader goroutine
+	case packets.Disconnect:
+		c.sentDisconnect.Store(true)
+	case packets.Suback:
+		// Retained messages follow the SUBACK, then live deliveries start.
+		if req := c.subReq; req != nil && req.id == pk.PacketID {
+			c.subReq = nil
+			for _, b := range req.retained {
+				c.enqueueRetained(b.pks, b.opts)
+			}
+			if c.sess != nil {
+				c.sess.startConsumers(c)
+			}
+		}
+	}
+}
+
+// disconnected runs once when the client's connection ends (OnDisconnect):
+// it tells an MQTT 5 client why when mochi did not, detaches the session
+// (deleting it if it ends with the connection), and handles the will.
+func (c *conn) disconnected(err error, expire bool) {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	c.wmu.Lock()
+	dead := c.wdead
+	c.wmu.Unlock()
+	if c.v5 && c.established && !dead && !c.sentDisconnect.Load() {
+		var code packets.Code
+		switch {
+		case c.killCode.Load() != nil:
+			c.writeFinalDisconnect(*c.killCode.Load())
+		case err == nil:
+		case errors.As(err, &code) && code.Code >= 0x80:
+			c.writeFinalDisconnect(code)
+		case errTimeout(err):
+			c.writeFinalDisconnect(packets.ErrKeepAliveTimeout)
+		}
+	}
+	ss := c.sess
+	if ss == nil {
+		return
+	}
+	owned := ss.release(c)
+	if w := c.will; w != nil && err != nil {
+		switch {
+		case c.willWait == 0 || owned && expire:
+			c.s.publishWill(c.vhost, w, c.origin())
+		case owned:
+			ss.scheduleWill(w, c.origin(), c.willWait)
+		}
+		// Otherwise a new connection took the session over within the will
+		// delay: no will ([MQTT-3.1.3-9]).
+	}
+	if owned && expire {
+		ss.end(true)
+	}
+}
+
+// authFailure says why a CONNECT was refused.
+type authFailure uint8
+
+const (
+	authOK authFailure = iota
+	authBadCredentials
+	authBadVHost
+)
+
+// authenticate checks the CONNECT's credentials and selects the vhost.
+// A user name "vhost:user" selects a vhost, as in RabbitMQ. Outside the
+// default vhost, mochi's client id is qualified with the vhost, so that
+// sessions of different vhosts never take each other over.
+func (s *Server) authenticate(c *conn, cl *mochi.Client, pk packets.Packet) bool {
+	vhost, user := s.opts.DefaultVHost, s.opts.DefaultUser
+	if len(pk.Connect.Username) == 0 {
+		if !s.anonymousAllowed(c.raw.RemoteAddr()) {
+			c.authFail = authBadCredentials
+			return false
+		}
+	} else {
+		name := string(pk.Connect.Username)
+		if v, u, ok := strings.Cut(name, ":"); ok {
+			vhost, name = v, u
+		}
+		if !s.checkPassword(name, string(pk.Connect.Password)) {
+			c.authFail = authBadCredentials
+			return false
+		}
+		user = name
+	}
+	v, err := s.b.VHost(vhost)
+	if err != nil {
+		c.authFail = authBadVHost
+		return false
+	}
+	c.vhost, c.user = v, user
+	if vhost != s.opts.DefaultVHost {
+		// NUL cannot occur in an MQTT string, so the key is unambiguous.
+		cl.ID = vhost + "\x00" + cl.ID
+	}
+	return true
+}
+
+func (s *Server) checkPassword(user, pass string) bool {
+	if s.opts.Authenticate != nil {
+		return s.opts.Authenticate(user, pass)
+	}
+	want, ok := s.opts.Users[user]
+	return ok && want == pass
+}
+
+func (s *Server) anonymousAllowed(addr net.Addr) bool {
+	switch s.opts.Anonymous {
+	case AnonymousAlways:
+		return true
+	case AnonymousNever:
+		return false
+	}
+	var ip net.IP
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ip = a.IP
+	default:
+		host, _, err := net.SplitHostPort(addr.String())
+		if err != nil {
+			return false
+		}
+		ip = net.ParseIP(host)
+	}
+	return ip != nil && ip.IsLoopback()
+}
