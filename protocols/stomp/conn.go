@@ -59,7 +59,7 @@ type conn struct {
 	vh      *router.VHost
 
 	// Reader goroutine state.
-	declared map[string]bool         // /queue/ names known to exist
+	declared map[string]bool          // /queue/ names known to exist
 	temp     map[string]*subscription // temp-queue id → its subscription
 	txs      map[string]*transaction
 	txBytes  int

@@ -136,7 +136,7 @@ func TestLosslessRoundTrip(t *testing.T) {
 				"reply-to": "/reply-queue/amq.gen-reply", "expiration": "60000", "amqp-message-id": "mid-1",
 				"timestamp": "1700000000", "type": "order.created", "user-id": "guest", "app-id": "billing",
 				"amqp-cluster-id": "c1", "plain": "value", "big": "1099511627776", "small": "-5",
-				"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+				"traceparent":    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 				"content-length": "4", "redelivered": "false",
 			} {
 				if got := f.Header.Get(name); got != want {

@@ -74,7 +74,7 @@ func (t *tcpTransport) heartbeat() error {
 	return t.bw.Flush()
 }
 
-func (t *tcpTransport) flush() error               { return t.bw.Flush() }
+func (t *tcpTransport) flush() error                 { return t.bw.Flush() }
 func (t *tcpTransport) setWriteDeadline(d time.Time) { _ = t.nc.SetWriteDeadline(d) }
 func (t *tcpTransport) remoteAddr() string           { return t.nc.RemoteAddr().String() }
 
@@ -147,10 +147,10 @@ func (t *wsTransport) writeFrame(head, body []byte) error {
 	return err
 }
 
-func (t *wsTransport) heartbeat() error              { return t.write([]byte{'\n'}) }
-func (t *wsTransport) flush() error                  { return nil }
-func (t *wsTransport) setWriteDeadline(d time.Time)  { t.deadline = d }
-func (t *wsTransport) remoteAddr() string            { return t.addr }
+func (t *wsTransport) heartbeat() error             { return t.write([]byte{'\n'}) }
+func (t *wsTransport) flush() error                 { return nil }
+func (t *wsTransport) setWriteDeadline(d time.Time) { t.deadline = d }
+func (t *wsTransport) remoteAddr() string           { return t.addr }
 
 func (t *wsTransport) Close() error {
 	t.closeOnce.Do(func() {
