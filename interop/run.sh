@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # make interop: drive a real `bourse serve` with clients written in other
-# languages (Debian's python3-pika, python3-stomp, python3-paho-mqtt,
-# mosquitto-clients and amqp-tools). Installs what is missing, starts the
-# broker on free loopback ports with a throwaway data dir, runs every check,
-# and stops the broker. Exits non-zero on the first failure.
+# languages: Debian's python3-pika, python3-stomp, python3-paho-mqtt,
+# mosquitto-clients and amqp-tools; npm's @stomp/stompjs in Debian's Chromium
+# driven by playwright-core, and npm's mqtt over WebSocket. Installs what is
+# missing, starts the broker on free loopback ports with a throwaway data
+# dir, runs every check, stops the broker, and exits non-zero if any check
+# failed. The browser screenshot is kept in interop/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in python3-pika python3-stomp python3-paho-mqtt mosquitto-clients amqp-tools; do
+for pkg in python3-pika python3-stomp python3-paho-mqtt mosquitto-clients amqp-tools chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,12 +19,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+(cd interop/web && npm ci --no-audit --no-fund --loglevel=error)
+
 make -s build
 work=$(mktemp -d)
 ready="$work/ready.json"
 ./bin/bourse serve --data-dir "$work/data" \
   --amqp-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --stomp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-  --ready-file "$ready" >"$work/bourse.log" 2>&1 &
+  --ready-file "$ready" --ws-origin '127.0.0.1:*' >"$work/bourse.log" 2>&1 &
 pid=$!
 cleanup() {
   kill "$pid" 2>/dev/null || true
@@ -58,6 +62,7 @@ for t in interop/*.py; do
 done
 check cli-amqp-tools bash interop/cli_amqp_tools.sh
 check cli-mosquitto bash interop/cli_mosquitto.sh
+check browser-stomp-websocket env ARTIFACTS="$PWD/interop/artifacts" node interop/web/browser_test.mjs
 
 echo "$pass passed, $fail failed"
 if [ "$fail" -gt 0 ]; then

@@ -119,10 +119,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	})
 	stompSrv := stomp.New(broker, stomp.Options{
 		Logger: log.With("service", "stomp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
-		MaxBodyBytes: cfg.Limits.MaxMessageBytes,
+		MaxBodyBytes: cfg.Limits.MaxMessageBytes, WebSocketOriginPatterns: cfg.WebSocketOrigins,
 	})
 	mqttSrv := mqtt.New(broker, mqtt.Options{
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
+		WebSocketOriginPatterns: cfg.WebSocketOrigins,
 	})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path

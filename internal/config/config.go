@@ -25,6 +25,12 @@ type Config struct {
 	Auth      Auth      `koanf:"auth" yaml:"auth"`
 	Storage   Storage   `koanf:"storage" yaml:"storage"`
 	Limits    Limits    `koanf:"limits" yaml:"limits"`
+	// WebSocketOrigins are the origins (host patterns such as
+	// "app.example.com" or "127.0.0.1:*") allowed to open STOMP and MQTT
+	// WebSockets besides the broker's own; empty means same-origin only.
+	// Credentials travel inside the protocols, so an open list would let
+	// any web page a local user visits log in as guest on loopback.
+	WebSocketOrigins []string `koanf:"websocket_origins" yaml:"websocket_origins"`
 	// Heartbeat is the AMQP heartbeat the server proposes.
 	Heartbeat Duration `koanf:"heartbeat" yaml:"heartbeat"`
 }
@@ -75,11 +81,12 @@ func Default() Config {
 			STOMP: "127.0.0.1:61613",
 			HTTP:  "127.0.0.1:15672",
 		},
-		Log:       Log{Level: "info", Format: "text"},
-		Auth:      Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest"},
-		Storage:   Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond)},
-		Limits:    Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20},
-		Heartbeat: Duration(60 * time.Second),
+		Log:              Log{Level: "info", Format: "text"},
+		Auth:             Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest"},
+		Storage:          Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond)},
+		Limits:           Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20},
+		Heartbeat:        Duration(60 * time.Second),
+		WebSocketOrigins: []string{},
 	}
 }
 
@@ -93,6 +100,7 @@ var flagKeys = map[string]string{
 	"log-level":  "log.level",
 	"log-format": "log.format",
 	"fsync":      "storage.fsync",
+	"ws-origin":  "websocket_origins",
 }
 
 // RegisterFlags defines the serve flags on fs.
@@ -107,6 +115,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn, error")
 	fs.String("log-format", d.Log.Format, "log format: text, json")
 	fs.String("fsync", d.Storage.Fsync, "fsync policy: always, interval, never")
+	fs.StringSlice("ws-origin", nil, "extra origins (host patterns) allowed to open WebSockets; repeatable")
 }
 
 // envKey maps BOURSE_LISTENERS_AMQP to listeners.amqp and BOURSE_DATA_DIR to
@@ -148,9 +157,21 @@ func Load(fs *pflag.FlagSet, environ func() []string) (Config, error) {
 	envMap := map[string]any{}
 	for _, kv := range environ() {
 		name, val, ok := strings.Cut(kv, "=")
-		if ok && strings.HasPrefix(name, "BOURSE_") {
-			envMap[envKey(name)] = val
+		if !ok || !strings.HasPrefix(name, "BOURSE_") {
+			continue
 		}
+		key := envKey(name)
+		if key == "websocket_origins" { // a list: comma-separated
+			var l []string
+			for _, o := range strings.Split(val, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					l = append(l, o)
+				}
+			}
+			envMap[key] = l
+			continue
+		}
+		envMap[key] = val
 	}
 	if err := k.Load(mapProvider(envMap), nil); err != nil {
 		return Config{}, err

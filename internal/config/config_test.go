@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,20 @@ func TestPrecedence(t *testing.T) {
 	}
 }
 
+func TestWebSocketOrigins(t *testing.T) {
+	c, err := load(t, []string{"--ws-origin", "a.example.com", "--ws-origin", "127.0.0.1:*"}, nil)
+	if err != nil || len(c.WebSocketOrigins) != 2 || c.WebSocketOrigins[1] != "127.0.0.1:*" {
+		t.Fatalf("flags: %v %v", c.WebSocketOrigins, err)
+	}
+	c, err = load(t, nil, []string{"BOURSE_WEBSOCKET_ORIGINS=x.example.com,y.example.com"})
+	if err != nil || len(c.WebSocketOrigins) != 2 || c.WebSocketOrigins[0] != "x.example.com" {
+		t.Fatalf("env: %v %v", c.WebSocketOrigins, err)
+	}
+	if c, _ := load(t, nil, nil); len(c.WebSocketOrigins) != 0 {
+		t.Fatalf("default origins %v, want same-origin only", c.WebSocketOrigins)
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -74,7 +89,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(file, []byte(y), 0o600)
 	c, err := load(t, []string{"--config", file}, nil)
-	if err != nil || c != Default() {
+	if err != nil || !reflect.DeepEqual(c, Default()) {
 		t.Fatalf("reloaded %+v %v", c, err)
 	}
 }
