@@ -47,7 +47,7 @@ frames = consumer.wait(20)
 assert [f.body for f in frames] == [f"m{i}" for i in range(20)], [f.body for f in frames]
 for f in frames:
     assert f.headers["x-custom"] == f.body[1:], f.headers
-    c1.ack(f.headers["ack"], f.headers["subscription"])
+    c1.ack(f.headers["ack"])  # STOMP 1.2: ack(id, transaction=None)
 
 # topic fan-out to two subscribers
 a, b = Collector(), Collector()
