@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/router/match"
 	"github.com/bourse-mq/bourse/router/queue"
 )
 
@@ -350,7 +351,7 @@ func (v *VHost) queueEquivalent(c queue.Config, d QueueInfo) error {
 	for _, k := range unionKeys(c.Arguments, d.Args) {
 		a, aok := d.Args[k]
 		b, bok := c.Arguments[k]
-		if aok != bok || !valuesEqual(a, b) {
+		if aok != bok || !match.ValuesEqual(a, b) {
 			if !aok {
 				a = "none"
 			}

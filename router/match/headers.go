@@ -91,7 +91,7 @@ func (b HeadersBinding) Match(headers core.Table) bool {
 	if b.anyMode {
 		for i := range b.args {
 			a := &b.args[i]
-			if v, ok := headers[a.key]; ok && (a.value == nil || valueEqual(a.value, v)) {
+			if v, ok := headers[a.key]; ok && (a.value == nil || ValuesEqual(a.value, v)) {
 				return true
 			}
 		}
@@ -100,7 +100,7 @@ func (b HeadersBinding) Match(headers core.Table) bool {
 	for i := range b.args {
 		a := &b.args[i]
 		v, ok := headers[a.key]
-		if !ok || (a.value != nil && !valueEqual(a.value, v)) {
+		if !ok || (a.value != nil && !ValuesEqual(a.value, v)) {
 			return false
 		}
 	}
@@ -155,8 +155,12 @@ func floatIsInt(f float64, i int64) bool {
 	return f >= -(1<<63) && f < 1<<63 && f == math.Trunc(f) && int64(f) == i
 }
 
-// valueEqual compares two field values by AMQP value (see HeadersBinding.Match).
-func valueEqual(a, b any) bool {
+// ValuesEqual compares two field values by AMQP value, as headers matching
+// does: integers and floats of any width by numeric value, strings and
+// byte arrays by bytes, decimals by scale and value, timestamps by instant,
+// arrays and tables element by element. The router also uses it to decide
+// whether a redeclare's arguments are equivalent.
+func ValuesEqual(a, b any) bool {
 	if ai, af, ak := number(a); ak != notNumber {
 		bi, bf, bk := number(b)
 		return bk != notNumber && numEqual(ai, af, ak, bi, bf, bk)
@@ -193,7 +197,7 @@ func valueEqual(a, b any) bool {
 			return false
 		}
 		for i := range x {
-			if !valueEqual(x[i], y[i]) {
+			if !ValuesEqual(x[i], y[i]) {
 				return false
 			}
 		}
@@ -223,7 +227,7 @@ func tableEqual(x map[string]any, b any) bool {
 	}
 	for k, xv := range x {
 		yv, ok := y[k]
-		if !ok || !valueEqual(xv, yv) {
+		if !ok || !ValuesEqual(xv, yv) {
 			return false
 		}
 	}

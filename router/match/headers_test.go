@@ -153,11 +153,11 @@ func TestValueEqualNumbers(t *testing.T) {
 		{float32(0.25), 0.25, true},
 	}
 	for _, c := range cases {
-		if got := valueEqual(c.a, c.b); got != c.want {
-			t.Errorf("valueEqual(%#v, %#v) = %v", c.a, c.b, got)
+		if got := ValuesEqual(c.a, c.b); got != c.want {
+			t.Errorf("ValuesEqual(%#v, %#v) = %v", c.a, c.b, got)
 		}
-		if got := valueEqual(c.b, c.a); got != c.want {
-			t.Errorf("valueEqual(%#v, %#v) = %v", c.b, c.a, got)
+		if got := ValuesEqual(c.b, c.a); got != c.want {
+			t.Errorf("ValuesEqual(%#v, %#v) = %v", c.b, c.a, got)
 		}
 	}
 }
