@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/router"
 )
 
@@ -152,30 +152,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 	s.log.Info("listening", "addr", ln.Addr().String())
-	var delay time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return nil
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("amqp: accept on %s: %w", ln.Addr(), err)
-			}
-			// Out of file descriptors and the like: back off and retry.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	return netx.AcceptLoop(ln, s.isClosing, s.log, func(nc net.Conn) {
 		c, ok := s.track(nc)
 		if !ok {
 			_ = nc.Close()
-			continue
+			return
 		}
 		go c.run()
-	}
+	})
 }
 
 // ServeConn serves one already-accepted connection in the calling goroutine

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/router"
 )
 
@@ -140,24 +141,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.startMochi()
 	s.log.Info("listening", "addr", ln.Addr().String())
 	listener := "tcp:" + ln.Addr().String()
-	var delay time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return nil
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("mqtt: accept on %s: %w", ln.Addr(), err)
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	return netx.AcceptLoop(ln, s.isClosing, s.log, func(nc net.Conn) {
 		go s.serveConn(nc, listener)
-	}
+	})
 }
 
 // WebSocketHandler serves MQTT over WebSocket (subprotocol "mqtt", binary

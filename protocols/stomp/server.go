@@ -2,14 +2,13 @@ package stomp
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/coder/websocket"
@@ -62,25 +61,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 	s.log.Info("stomp listening", "addr", ln.Addr().String())
-	var delay time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return nil
-			}
-			var ne net.Error
-			if !errors.Is(err, net.ErrClosed) && ((errors.As(err, &ne) && ne.Timeout()) || isTemporary(err)) {
-				// Out of file descriptors and the like: back off as
-				// net/http does rather than spin or give up.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("stomp accept failed; retrying", "err", err, "in", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("stomp: accept on %s: %w", ln.Addr(), err)
-		}
-		delay = 0
+	return netx.AcceptLoop(ln, s.isClosing, s.log, func(nc net.Conn) {
 		c, ok := s.adopt(newTCPTransport(nc))
 		if ok {
 			go func() {
@@ -88,12 +69,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				c.serve()
 			}()
 		}
-	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
+	})
 }
 
 func (s *Server) isClosing() bool {

@@ -1,0 +1,60 @@
+package netx
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// flakyListener fails its first Accepts with a temporary error.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, errors.New("accept: too many open files")
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptLoop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln}
+	fl.fails.Store(3)
+	var closing atomic.Bool
+	got := make(chan net.Conn, 1)
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { done <- AcceptLoop(fl, closing.Load, log, func(c net.Conn) { got <- c }) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case sc := <-got:
+		sc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection not accepted after temporary errors")
+	}
+	closing.Store(true)
+	ln.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown returned %v", err)
+	}
+
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln2.Close()
+	if err := AcceptLoop(ln2, func() bool { return false }, log, func(net.Conn) {}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("closed listener without shutdown: %v", err)
+	}
+}
