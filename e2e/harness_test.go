@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -38,7 +39,13 @@ func binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "bourse")
-		cmd := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/bourse")
+		// Tests run the broker under the race detector; benchmarks measure
+		// a normal build.
+		args := []string{"build", "-race", "-o", binPath, "../cmd/bourse"}
+		if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+			args = []string{"build", "-o", binPath, "../cmd/bourse"}
+		}
+		cmd := exec.Command("go", args...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

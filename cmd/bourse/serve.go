@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/bourse-mq/bourse/core"
@@ -111,7 +112,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	restoreMessages(broker, journal, recovered, log)
 
 	var ready atomic.Bool
-	web := httpapi.New(httpapi.Options{Logger: log, Ready: ready.Load})
+	reg := prometheus.NewRegistry()
+	registerJournalMetrics(reg, journal)
+	web := httpapi.New(httpapi.Options{Logger: log, Ready: ready.Load, Registry: reg})
 	a := cfg.Auth
 	amqpSrv := amqp.New(broker, amqp.Options{
 		Logger: log.With("service", "amqp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
@@ -243,4 +246,18 @@ func restoreMessages(b *router.Broker, j *durable.Store, rec map[[2]string][]dur
 		total += len(msgs)
 	}
 	log.Info("restored messages", "messages", total, "queues", len(rec))
+}
+
+// registerJournalMetrics exposes the journal's counters, read at scrape time.
+func registerJournalMetrics(reg *prometheus.Registry, j *durable.Store) {
+	counter := func(name, help string, v func(durable.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(j.Stats())) }))
+	}
+	counter("bourse_journal_records_total", "Records appended to the message journal.", func(s durable.Stats) uint64 { return s.Records })
+	counter("bourse_journal_batches_total", "Group-commit batches written to the message journal.", func(s durable.Stats) uint64 { return s.Batches })
+	counter("bourse_journal_fsyncs_total", "fsync calls on the message journal.", func(s durable.Stats) uint64 { return s.Fsyncs })
+	counter("bourse_journal_bytes_total", "Bytes written to the message journal.", func(s durable.Stats) uint64 { return s.Bytes })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bourse_journal_segments", Help: "Segment files of the message journal."},
+		func() float64 { return float64(j.Stats().Segments) }))
 }

@@ -56,8 +56,8 @@ func TestServeProbesAndGracefulShutdown(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
 		}
-		if path == "/metrics" && !bytes.Contains(body, []byte("go_goroutines")) {
-			t.Fatalf("metrics without runtime collectors")
+		if path == "/metrics" && (!bytes.Contains(body, []byte("go_goroutines")) || !bytes.Contains(body, []byte("bourse_journal_fsyncs_total"))) {
+			t.Fatalf("metrics without runtime or journal collectors")
 		}
 	}
 	http.DefaultClient.CloseIdleConnections()
