@@ -51,7 +51,7 @@
 //
 // # Acknowledgements and receipts
 //
-// ack:auto settles on write; client acks cumulatively (everything up to the
+// ack:auto needs no ACK from the client; client acks cumulatively (everything up to the
 // acked message of that subscription); client-individual acks one. NACK
 // requeues by default (requeue:false dead-letters through the queue's DLX).
 // A RECEIPT for a persistent SEND is written only once the router's Confirm
