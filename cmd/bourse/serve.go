@@ -119,14 +119,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	amqpSrv := amqp.New(broker, amqp.Options{
 		Logger: log.With("service", "amqp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
 		FrameMax: uint32(cfg.Limits.MaxFrameBytes), Heartbeat: cfg.Heartbeat.D(), MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		LoopbackUsers: a.LoopbackUsers,
 	})
 	stompSrv := stomp.New(broker, stomp.Options{
 		Logger: log.With("service", "stomp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
 		MaxBodyBytes: cfg.Limits.MaxMessageBytes, WebSocketOriginPatterns: cfg.WebSocketOrigins,
+		LoopbackUsers: a.LoopbackUsers,
 	})
 	mqttSrv := mqtt.New(broker, mqtt.Options{
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
-		WebSocketOriginPatterns: cfg.WebSocketOrigins,
+		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers,
 	})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path

@@ -54,6 +54,9 @@ type Auth struct {
 	DefaultVHost string `koanf:"default_vhost" yaml:"default_vhost"`
 	DefaultUser  string `koanf:"default_user" yaml:"default_user"`
 	DefaultPass  string `koanf:"default_pass" yaml:"default_pass"`
+	// LoopbackUsers may connect only from loopback addresses (RabbitMQ's
+	// loopback_users); by default the well-known guest account.
+	LoopbackUsers []string `koanf:"loopback_users" yaml:"loopback_users"`
 }
 
 // Storage configures durability.
@@ -82,7 +85,7 @@ func Default() Config {
 			HTTP:  "127.0.0.1:15672",
 		},
 		Log:              Log{Level: "info", Format: "text"},
-		Auth:             Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest"},
+		Auth:             Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
 		Storage:          Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond)},
 		Limits:           Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20},
 		Heartbeat:        Duration(60 * time.Second),
@@ -102,6 +105,9 @@ var flagKeys = map[string]string{
 	"fsync":      "storage.fsync",
 	"ws-origin":  "websocket_origins",
 }
+
+// listKeys are the keys whose environment values are comma-separated lists.
+var listKeys = map[string]bool{"websocket_origins": true, "auth.loopback_users": true}
 
 // RegisterFlags defines the serve flags on fs.
 func RegisterFlags(fs *pflag.FlagSet) {
@@ -161,7 +167,7 @@ func Load(fs *pflag.FlagSet, environ func() []string) (Config, error) {
 			continue
 		}
 		key := envKey(name)
-		if key == "websocket_origins" { // a list: comma-separated
+		if listKeys[key] { // a list: comma-separated
 			var l []string
 			for _, o := range strings.Split(val, ",") {
 				if o = strings.TrimSpace(o); o != "" {

@@ -53,6 +53,12 @@ func TestWebSocketOrigins(t *testing.T) {
 	if err != nil || len(c.WebSocketOrigins) != 2 || c.WebSocketOrigins[0] != "x.example.com" {
 		t.Fatalf("env: %v %v", c.WebSocketOrigins, err)
 	}
+	if c, _ := load(t, nil, []string{"BOURSE_AUTH_LOOPBACK_USERS=guest,ops"}); len(c.Auth.LoopbackUsers) != 2 || c.Auth.LoopbackUsers[1] != "ops" {
+		t.Fatalf("env loopback_users %v", c.Auth.LoopbackUsers)
+	}
+	if c, _ := load(t, nil, nil); len(c.Auth.LoopbackUsers) != 1 || c.Auth.LoopbackUsers[0] != "guest" {
+		t.Fatalf("default loopback_users %v, want [guest]", c.Auth.LoopbackUsers)
+	}
 	if c, _ := load(t, nil, nil); len(c.WebSocketOrigins) != 0 {
 		t.Fatalf("default origins %v, want same-origin only", c.WebSocketOrigins)
 	}

@@ -58,3 +58,18 @@ func TestAcceptLoop(t *testing.T) {
 		t.Fatalf("closed listener without shutdown: %v", err)
 	}
 }
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:5672": true, "127.9.9.9:1": true, "[::1]:1883": true, "::1": true,
+		"10.0.0.1:5672": false, "[2001:db8::1]:1": false, "websocket/unknown-addr": false, "": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v", addr, got)
+		}
+	}
+	if !LoopbackOnly([]string{"guest"}, "guest", "10.0.0.1:1") || LoopbackOnly([]string{"guest"}, "guest", "127.0.0.1:1") ||
+		LoopbackOnly([]string{"guest"}, "alice", "10.0.0.1:1") || LoopbackOnly(nil, "guest", "10.0.0.1:1") {
+		t.Error("LoopbackOnly")
+	}
+}

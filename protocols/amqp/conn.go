@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 	"github.com/bourse-mq/bourse/router"
 )
@@ -316,6 +317,10 @@ func (c *conn) handshake() error {
 		c.log.Warn("authentication failed", "user", user, "mechanism", so.Mechanism)
 		// Announced authentication_failure_close: say why before closing.
 		return errorf(wire.AccessRefused, so, "Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism)
+	}
+	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, user, c.nc.RemoteAddr().String()) {
+		c.log.Warn("login refused: user may only connect via localhost", "user", user)
+		return errorf(wire.AccessRefused, so, "User '%s' can only connect via localhost", user)
 	}
 	c.user = user
 

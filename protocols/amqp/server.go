@@ -28,6 +28,9 @@ type Options struct {
 	Users map[string]string
 	// Authenticate, when set, replaces Users.
 	Authenticate func(user, pass string) bool
+	// LoopbackUsers may connect only from a loopback address, as RabbitMQ's
+	// loopback_users ["guest"]; an empty non-nil list restricts nobody.
+	LoopbackUsers []string
 	// ChannelMax is the highest channel number a client may open [2047].
 	ChannelMax uint16
 	// FrameMax is the largest frame, header and end octet included, that
@@ -64,6 +67,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Users == nil {
 		o.Users = map[string]string{o.DefaultUser: o.DefaultPass}
+	}
+	if o.LoopbackUsers == nil {
+		o.LoopbackUsers = []string{"guest"}
 	}
 	if o.ChannelMax == 0 {
 		o.ChannelMax = 2047

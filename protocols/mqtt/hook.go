@@ -10,6 +10,8 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/bourse-mq/bourse/internal/netx"
 )
 
 // bridge is the mochi hook through which Bourse takes over everything that
@@ -400,6 +402,11 @@ func (s *Server) authenticate(c *conn, cl *mochi.Client, pk packets.Packet) bool
 			vhost, name = v, u
 		}
 		if !s.checkPassword(name, string(pk.Connect.Password)) {
+			c.authFail = authBadCredentials
+			return false
+		}
+		if netx.LoopbackOnly(s.opts.LoopbackUsers, name, c.raw.RemoteAddr().String()) {
+			s.log.Warn("login refused: user may only connect via localhost", "user", name, "conn", c.id)
 			c.authFail = authBadCredentials
 			return false
 		}

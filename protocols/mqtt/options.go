@@ -37,6 +37,9 @@ type Options struct {
 	Users map[string]string
 	// Authenticate, when set, replaces Users.
 	Authenticate func(user, pass string) bool
+	// LoopbackUsers may connect only from a loopback address, as RabbitMQ's
+	// loopback_users ["guest"]; an empty non-nil list restricts nobody.
+	LoopbackUsers []string
 	// Anonymous says who may connect without a user name [AnonymousLoopback].
 	Anonymous AnonymousPolicy
 
@@ -114,6 +117,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Users == nil {
 		o.Users = map[string]string{o.DefaultUser: o.DefaultPass}
+	}
+	if o.LoopbackUsers == nil {
+		o.LoopbackUsers = []string{"guest"}
 	}
 	if o.MaxPacketSize <= 0 {
 		o.MaxPacketSize = defaultMaxPacketSize

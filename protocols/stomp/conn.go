@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -256,6 +257,10 @@ func (c *conn) onConnect(f *frame.Frame) error {
 	if !c.s.authenticate(login, pass) {
 		c.log.Warn("stomp login failed", "user", login)
 		return protoErr("Access refused", "Access refused for user '%s'", login)
+	}
+	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, login, c.t.remoteAddr()) {
+		c.log.Warn("stomp login refused: user may only connect via localhost", "user", login)
+		return protoErr("Access refused", "User '%s' can only connect via localhost", login)
 	}
 	host := f.Header.Get(frame.Host)
 	if host == "" {

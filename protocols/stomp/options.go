@@ -28,6 +28,9 @@ type Options struct {
 	// {DefaultUser: DefaultPass}. (Until the security issue lands, this is
 	// the whole of authentication; there is no authorization yet.)
 	Users map[string]string
+	// LoopbackUsers may connect only from a loopback address, as RabbitMQ's
+	// loopback_users ["guest"]; an empty non-nil list restricts nobody.
+	LoopbackUsers []string
 	// ServerName is the CONNECTED frame's server header ("Bourse/dev").
 	ServerName string
 
@@ -93,6 +96,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Users == nil {
 		o.Users = map[string]string{o.DefaultUser: o.DefaultPass}
+	}
+	if o.LoopbackUsers == nil {
+		o.LoopbackUsers = []string{"guest"}
 	}
 	if o.ServerName == "" {
 		o.ServerName = "Bourse/dev"
