@@ -68,8 +68,15 @@ func TestLoopback(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v", addr, got)
 		}
 	}
-	if !LoopbackOnly([]string{"guest"}, "guest", "10.0.0.1:1") || LoopbackOnly([]string{"guest"}, "guest", "127.0.0.1:1") ||
-		LoopbackOnly([]string{"guest"}, "alice", "10.0.0.1:1") || LoopbackOnly(nil, "guest", "10.0.0.1:1") {
+	g := []string{"guest"}
+	if !LoopbackOnly(g, "guest", TCPAddrString("10.0.0.1:1")) || LoopbackOnly(g, "guest", TCPAddrString("127.0.0.1:1")) ||
+		LoopbackOnly(g, "alice", TCPAddrString("10.0.0.1:1")) || LoopbackOnly(nil, "guest", TCPAddrString("10.0.0.1:1")) {
 		t.Error("LoopbackOnly")
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if !IsLocal(a.RemoteAddr()) || !IsLocal(&net.UnixAddr{Name: "/run/x.sock", Net: "unix"}) || IsLocal(nil) {
+		t.Error("IsLocal: pipes and unix sockets are local, nil is not")
 	}
 }

@@ -318,7 +318,7 @@ func (c *conn) handshake() error {
 		// Announced authentication_failure_close: say why before closing.
 		return errorf(wire.AccessRefused, so, "Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism)
 	}
-	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, user, c.nc.RemoteAddr().String()) {
+	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, user, c.nc.RemoteAddr()) {
 		c.log.Warn("login refused: user may only connect via localhost", "user", user)
 		return errorf(wire.AccessRefused, so, "User '%s' can only connect via localhost", user)
 	}

@@ -229,7 +229,18 @@ func (h *bridge) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
 
 // OnPacketRead prepares a PUBREL: the bridge keeps the state of inbound QoS
 // 2 flows itself, and gives mochi the entry its PUBREL handling looks for.
+//
+// It also settles deliveries the client acknowledges (PUBACK, PUBREC)
+// here, before mochi handles the packet: mochi answers a PUBREC with a
+// PUBREL as it handles it, and a client that hangs up on that PUBREL must
+// not find the message requeued by the disconnect (QoS 2 is exactly once).
 func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if t := pk.FixedHeader.Type; t == packets.Puback || t == packets.Pubrec {
+		if c := connOf(cl); c != nil {
+			c.settleOutbound(pk.PacketID, pk.ReasonCode)
+		}
+		return pk, nil
+	}
 	if pk.FixedHeader.Type != packets.Pubrel {
 		return pk, nil
 	}
@@ -245,19 +256,14 @@ func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Pack
 	return pk, nil
 }
 
-// OnPacketProcessed settles deliveries when the client acknowledges them.
+// OnPacketProcessed ends an inbound QoS 2 flow once its PUBREL is handled.
 func (h *bridge) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, err error) {
 	c := connOf(cl)
 	if c == nil {
 		return
 	}
-	switch pk.FixedHeader.Type {
-	case packets.Puback, packets.Pubrec:
-		c.settleOutbound(pk.PacketID, pk.ReasonCode)
-	case packets.Pubrel:
-		if c.sess != nil {
-			c.sess.qos2Delete(pk.PacketID)
-		}
+	if pk.FixedHeader.Type == packets.Pubrel && c.sess != nil {
+		c.sess.qos2Delete(pk.PacketID)
 	}
 }
 
@@ -405,7 +411,7 @@ func (s *Server) authenticate(c *conn, cl *mochi.Client, pk packets.Packet) bool
 			c.authFail = authBadCredentials
 			return false
 		}
-		if netx.LoopbackOnly(s.opts.LoopbackUsers, name, c.raw.RemoteAddr().String()) {
+		if netx.LoopbackOnly(s.opts.LoopbackUsers, name, c.raw.RemoteAddr()) {
 			s.log.Warn("login refused: user may only connect via localhost", "user", name, "conn", c.id)
 			c.authFail = authBadCredentials
 			return false

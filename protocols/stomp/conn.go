@@ -258,7 +258,7 @@ func (c *conn) onConnect(f *frame.Frame) error {
 		c.log.Warn("stomp login failed", "user", login)
 		return protoErr("Access refused", "Access refused for user '%s'", login)
 	}
-	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, login, c.t.remoteAddr()) {
+	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, login, netx.TCPAddrString(c.t.remoteAddr())) {
 		c.log.Warn("stomp login refused: user may only connect via localhost", "user", login)
 		return protoErr("Access refused", "User '%s' can only connect via localhost", login)
 	}

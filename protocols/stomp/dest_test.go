@@ -137,9 +137,7 @@ func TestTopicDestination(t *testing.T) {
 	if len(subQueues) != 2 {
 		t.Fatalf("want 2 subscription queues, got %v", subQueues)
 	}
-	if err := s1.Unsubscribe(); err != nil {
-		t.Fatal(err)
-	}
+	unsubscribe(t, s1)
 	waitFor(t, "the unsubscribed queue to go", func() bool {
 		n := 0
 		for _, q := range e.vhost().Queues() {
