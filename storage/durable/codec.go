@@ -4,9 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
-	"time"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/storage/record"
 )
 
 // Journal record framing (all integers big-endian):
@@ -75,134 +75,19 @@ func nextRecord(buf []byte) (typ byte, payload []byte, n int, err error) {
 	return rec[0], rec[1:], int(4 + size), nil
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
+// appendString, reader and the message codec are shared with the streams.
+var appendString = record.AppendString
 
-// reader decodes a payload; the first error sticks.
-type reader struct {
-	b   []byte
-	err error
-}
+type reader = record.Reader
 
-func (r *reader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errCorrupt
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.err = errCorrupt
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) string() string { return string(r.bytes()) }
-
-func (r *reader) byte() byte {
-	if r.err != nil {
-		return 0
-	}
-	if len(r.b) == 0 {
-		r.err = errCorrupt
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = errCorrupt
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// appendMessage encodes a message: exchange, routing key, the 13 string or
-// small properties, timestamp (unix seconds, 0 = unset), arrival (unix ns),
-// origin protocol and user, headers (core's typed JSON, empty = none), body.
-func appendMessage(b []byte, m *core.Message) ([]byte, error) {
-	p := &m.Props
-	b = appendString(b, m.Exchange)
-	b = appendString(b, m.RoutingKey)
-	for _, s := range [...]string{p.ContentType, p.ContentEncoding, p.CorrelationID, p.ReplyTo, p.Expiration,
-		p.MessageID, p.Type, p.UserID, p.AppID, p.ClusterID} {
-		b = appendString(b, s)
-	}
-	b = append(b, p.DeliveryMode, p.Priority)
-	var ts int64
-	if !p.Timestamp.IsZero() {
-		ts = p.Timestamp.Unix()
-	}
-	b = binary.AppendVarint(b, ts)
-	b = binary.AppendVarint(b, m.Arrived.UnixNano())
-	b = append(b, byte(m.Origin.Protocol))
-	b = appendString(b, m.Origin.User)
-	var headers string
-	if len(m.Headers) > 0 {
-		var err error
-		if headers, err = core.EncodeTyped(m.Headers); err != nil {
-			return b, err
-		}
-	}
-	b = appendString(b, headers)
-	b = binary.AppendUvarint(b, uint64(len(m.Body)))
-	return append(b, m.Body...), nil
-}
+func appendMessage(b []byte, m *core.Message) ([]byte, error) { return record.AppendMessage(b, m) }
 
 func readMessage(r *reader, vhost string) (*core.Message, error) {
-	m := &core.Message{}
-	p := &m.Props
-	m.Exchange = r.string()
-	m.RoutingKey = r.string()
-	for _, s := range [...]*string{&p.ContentType, &p.ContentEncoding, &p.CorrelationID, &p.ReplyTo, &p.Expiration,
-		&p.MessageID, &p.Type, &p.UserID, &p.AppID, &p.ClusterID} {
-		*s = r.string()
+	m, err := r.Message()
+	if err != nil {
+		return nil, errCorrupt
 	}
-	p.DeliveryMode = r.byte()
-	p.Priority = r.byte()
-	if ts := r.varint(); ts != 0 {
-		p.Timestamp = time.Unix(ts, 0).UTC()
-	}
-	m.Arrived = time.Unix(0, r.varint())
-	m.Origin = core.Origin{Protocol: core.Protocol(r.byte()), VHost: vhost}
-	m.Origin.User = r.string()
-	headers := r.string()
-	body := r.bytes()
-	if r.err != nil {
-		return nil, r.err
-	}
-	if headers != "" {
-		h, err := core.DecodeTyped(headers)
-		if err != nil {
-			return nil, errCorrupt
-		}
-		m.Headers = h
-	}
-	m.Body = append([]byte(nil), body...)
+	m.Origin.VHost = vhost
 	return m, nil
 }
 

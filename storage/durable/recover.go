@@ -101,18 +101,18 @@ func (s *Store) recover() (map[[2]string][]Recovered, error) {
 var errBadRecord = errors.New("unknown journal record type")
 
 func (s *Store) apply(typ byte, payload []byte, seg int, inc map[qkey]int, entries map[entryKey]*recMsg, settled, delivered map[entryKey]bool) error {
-	r := &reader{b: payload}
-	vhost := r.string()
+	r := &reader{B: payload}
+	vhost := r.String()
 	switch typ {
 	case recMessage:
-		n := r.uvarint()
-		if r.err != nil || n > uint64(len(payload)) {
+		n := r.Uvarint()
+		if r.Err != nil || n > uint64(len(payload)) {
 			return errCorrupt
 		}
 		targets := make([]core.QueueSeq, n)
 		for i := range targets {
-			targets[i].Queue = r.string()
-			targets[i].Seq = r.uvarint()
+			targets[i].Queue = r.String()
+			targets[i].Seq = r.Uvarint()
 		}
 		m, err := readMessage(r, vhost)
 		if err != nil {
@@ -124,13 +124,13 @@ func (s *Store) apply(typ byte, payload []byte, seg int, inc map[qkey]int, entri
 			entries[entryKey{q, inc[q], t.Seq}] = rm
 		}
 	case recSettle, recDelivered:
-		q := qkey{vhost, r.string()}
-		n := r.uvarint()
-		if r.err != nil || n > uint64(len(payload)) {
+		q := qkey{vhost, r.String()}
+		n := r.Uvarint()
+		if r.Err != nil || n > uint64(len(payload)) {
 			return errCorrupt
 		}
 		for range n {
-			k := entryKey{q, inc[q], r.uvarint()}
+			k := entryKey{q, inc[q], r.Uvarint()}
 			if typ == recSettle {
 				settled[k] = true
 			} else {
@@ -138,10 +138,10 @@ func (s *Store) apply(typ byte, payload []byte, seg int, inc map[qkey]int, entri
 			}
 		}
 	case recQueueDeleted:
-		q := qkey{vhost, r.string()}
+		q := qkey{vhost, r.String()}
 		inc[q]++
 	default:
 		return errBadRecord
 	}
-	return r.err
+	return r.Err
 }
