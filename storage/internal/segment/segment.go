@@ -115,12 +115,12 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.RWMutex
-	segs    []*segment // by base offset; the last one is active
-	changed chan struct{}
-	closed  bool
-	failed  error
-	offsets map[string]uint64
+	mu       sync.RWMutex
+	segs     []*segment // by base offset; the last one is active
+	changed  chan struct{}
+	closed   bool
+	failed   error
+	offsets  map[string]uint64
 	offDirty bool
 
 	qmu     sync.Mutex
