@@ -43,11 +43,19 @@ type MessageStore interface {
 	QueueDeleted(vhost, name string)
 }
 
+// StreamStore opens and deletes the logs of streams (queues declared with
+// x-queue-type stream). OpenStream creates the log if it does not exist.
+type StreamStore interface {
+	OpenStream(vhost, name string, cfg queue.StreamConfig) (queue.Log, error)
+	DeleteStream(vhost, name string) error
+}
+
 // Options configure a Broker.
 type Options struct {
 	Logger   *slog.Logger
 	Meta     MetaStore    // nil: topology is not persisted
 	Messages MessageStore // nil: messages are not persisted
+	Streams  StreamStore  // nil: streams cannot be declared
 	Now      func() time.Time
 }
 

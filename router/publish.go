@@ -48,6 +48,7 @@ type routeScratch struct {
 	seenX      map[string]struct{}
 	pending    []string
 	targets    []core.QueueSeq
+	streams    []*queue.Queue
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -67,6 +68,8 @@ func (s *routeScratch) reset() {
 	s.pending = s.pending[:0]
 	clear(s.targets)
 	s.targets = s.targets[:0]
+	clear(s.streams)
+	s.streams = s.streams[:0]
 }
 
 // Publish routes m from exchange m.Exchange to every matching queue, each
@@ -183,6 +186,11 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 	var r PublishResult
 	persist := m.Persistent() && v.b.opts.Messages != nil
 	for _, q := range s.queues {
+		if q.IsStream() {
+			s.streams = append(s.streams, q)
+			r.Routed++
+			continue
+		}
 		seq, res := q.Enqueue(m)
 		switch res {
 		case queue.Accepted:
@@ -195,6 +203,16 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 		}
 	}
 	switch {
+	case len(s.streams) > 0:
+		// Streams (and the journal, if durable queues took the message too)
+		// each report once; the publisher's confirm waits for all of them.
+		done := joinConfirms(o.Confirm, len(s.streams)+min(len(s.targets), 1), r.Rejected)
+		for _, q := range s.streams {
+			q.Append(m, done)
+		}
+		if len(s.targets) > 0 {
+			v.b.opts.Messages.Persist(v.name, m, append([]core.QueueSeq(nil), s.targets...), done)
+		}
 	case len(s.targets) > 0:
 		done := o.Confirm
 		if r.Rejected && done != nil {
@@ -210,6 +228,32 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 		o.Confirm(nil)
 	}
 	return r
+}
+
+// joinConfirms returns a callback to be called n times; it calls confirm
+// once, after the last call, with the first error (or ErrRejected when a
+// queue refused the message).
+func joinConfirms(confirm func(error), n int, rejected bool) func(error) {
+	if confirm == nil {
+		return func(error) {}
+	}
+	var mu sync.Mutex
+	var first error
+	if rejected {
+		first = ErrRejected
+	}
+	return func(err error) {
+		mu.Lock()
+		if err != nil && first == nil {
+			first = err
+		}
+		n--
+		last, e := n == 0, first
+		mu.Unlock()
+		if last {
+			confirm(e)
+		}
+	}
 }
 
 func (v *VHost) publishReplyTo(m *core.Message, o PublishOptions) (PublishResult, error) {

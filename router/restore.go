@@ -44,7 +44,15 @@ func (b *Broker) Restore(d core.Definitions) error {
 		v := vhost(q.VHost)
 		v.mu.Lock()
 		if v.queues[q.Name] == nil {
-			v.queues[q.Name] = v.newQueueLocked(QueueDecl{QueueInfo: q.QueueInfo}, args)
+			d := QueueDecl{QueueInfo: q.QueueInfo}
+			var log queue.Log
+			if args.Type == "stream" {
+				if log, err = v.openStreamLocked(d, args); err != nil {
+					v.mu.Unlock()
+					return err
+				}
+			}
+			v.queues[q.Name] = v.newQueueLocked(d, args, log)
 		}
 		v.mu.Unlock()
 	}

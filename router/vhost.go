@@ -288,19 +288,45 @@ func (v *VHost) DeclareQueue(d QueueDecl) (DeclareOk, error) {
 	if err != nil {
 		return DeclareOk{}, err
 	}
+	var log queue.Log
 	if args.Type == "stream" {
-		return DeclareOk{}, core.Errorf(core.NotImplemented, "queue '%s': x-queue-type stream is not available yet", d.Name)
+		if log, err = v.openStreamLocked(d, args); err != nil {
+			return DeclareOk{}, err
+		}
 	}
 	if d.Durable && !d.Exclusive && v.b.opts.Meta != nil {
 		if err := v.b.opts.Meta.PutQueue(v.name, d.QueueInfo); err != nil {
+			if log != nil {
+				_ = v.b.opts.Streams.DeleteStream(v.name, d.Name)
+			}
 			return DeclareOk{}, core.Wrap(core.ResourceError, err, "persist queue '%s'", d.Name)
 		}
 	}
-	v.queues[d.Name] = v.newQueueLocked(d, args)
+	v.queues[d.Name] = v.newQueueLocked(d, args, log)
 	return DeclareOk{Name: d.Name}, nil
 }
 
-func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args) *queue.Queue {
+// openStreamLocked checks a stream declaration as RabbitMQ does (durable,
+// not exclusive, not auto-delete) and opens its log.
+func (v *VHost) openStreamLocked(d QueueDecl, args queue.Args) (queue.Log, error) {
+	switch {
+	case !d.Durable:
+		return nil, core.Errorf(core.PreconditionFailed, "invalid property 'non-durable' for queue '%s' in vhost '%s': a stream is durable", d.Name, v.name)
+	case d.Exclusive:
+		return nil, core.Errorf(core.PreconditionFailed, "invalid property 'exclusive' for queue '%s' in vhost '%s': a stream cannot be exclusive", d.Name, v.name)
+	case d.AutoDelete:
+		return nil, core.Errorf(core.PreconditionFailed, "invalid property 'auto-delete' for queue '%s' in vhost '%s': a stream cannot be auto-delete", d.Name, v.name)
+	case v.b.opts.Streams == nil:
+		return nil, core.Errorf(core.NotImplemented, "queue '%s': streams need the broker's storage (this broker runs in memory)", d.Name)
+	}
+	log, err := v.b.opts.Streams.OpenStream(v.name, d.Name, args.StreamConfig())
+	if err != nil {
+		return nil, core.Wrap(core.ResourceError, err, "open stream '%s' in vhost '%s'", d.Name, v.name)
+	}
+	return log, nil
+}
+
+func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args, log queue.Log) *queue.Queue {
 	cfg := queue.Config{
 		Name: d.Name, VHost: v.name, Durable: d.Durable, Exclusive: d.Exclusive,
 		AutoDelete: d.AutoDelete, Arguments: d.Args, Args: args,
@@ -314,6 +340,9 @@ func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args) *queue.Queue {
 		Unused: func(q *queue.Queue, reason string) {
 			v.deleteQueueIf(q, reason)
 		},
+	}
+	if log != nil {
+		return queue.NewStream(cfg, hooks, log, v.b.log)
 	}
 	var store queue.Store
 	if d.Durable && v.b.opts.Messages != nil {
@@ -442,7 +471,11 @@ func (v *VHost) removeQueueLocked(q *queue.Queue) error {
 	}
 	v.removeBindingsToLocked(Dest{Kind: ToQueue, Name: q.Name()})
 	delete(v.queues, q.Name())
-	if q.Durable() && v.b.opts.Messages != nil {
+	if q.IsStream() {
+		if err := v.b.opts.Streams.DeleteStream(v.name, q.Name()); err != nil {
+			v.b.log.Error("stream files not removed", "vhost", v.name, "stream", q.Name(), "err", err)
+		}
+	} else if q.Durable() && v.b.opts.Messages != nil {
 		v.b.opts.Messages.QueueDeleted(v.name, q.Name())
 	}
 	return nil
@@ -485,6 +518,9 @@ func (v *VHost) PurgeQueue(name string, conn core.ConnID) (int, error) {
 	q, err := v.Queue(name, conn)
 	if err != nil {
 		return 0, err
+	}
+	if q.IsStream() {
+		return 0, core.Errorf(core.NotImplemented, "queue '%s' in vhost '%s' is a stream: retention, not purge, removes its records", name, v.name)
 	}
 	return q.Purge(), nil
 }

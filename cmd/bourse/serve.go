@@ -21,12 +21,14 @@ import (
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
 	"github.com/bourse-mq/bourse/internal/config"
+	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/protocols/amqp"
 	"github.com/bourse-mq/bourse/protocols/mqtt"
 	"github.com/bourse-mq/bourse/protocols/stomp"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/storage/durable"
 	"github.com/bourse-mq/bourse/storage/meta"
+	"github.com/bourse-mq/bourse/storage/stream"
 )
 
 // service is what every listener-backed part of the broker implements.
@@ -104,7 +106,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 			log.Error("close journal", "err", err)
 		}
 	}()
-	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal})
+	streams, err := stream.Open(filepath.Join(cfg.DataDir, "streams"), stream.Options{
+		Fsync: cfg.Storage.Fsync, Interval: cfg.Storage.FsyncInterval.D(), Logger: log.With("component", "streams"),
+	})
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
+	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams)})
 	if err := broker.Restore(defs); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
@@ -161,6 +162,10 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 		}
 		prio = int(n)
 	}
+	so, err := streamOptions(args)
+	if err != nil {
+		return err
+	}
 	cs := &consumer{ch: ch, tag: tag, noAck: m.NoAck}
 	ch.mu.Lock()
 	ch.consumers[tag] = cs
@@ -168,7 +173,7 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	sub, err := ch.c.vhost.Consume(name, cs, queue.ConsumeOptions{
 		Tag: tag, NoAck: m.NoAck, Exclusive: m.Exclusive,
 		Prefetch: ch.prefetch, PrefetchBytes: ch.prefetchBytes,
-		Priority: prio, Owner: ch.c.id,
+		Priority: prio, Owner: ch.c.id, Stream: so,
 	})
 	if err != nil {
 		ch.mu.Lock()
@@ -195,6 +200,38 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 		sub.Kick()
 	}
 	return nil
+}
+
+// streamOptions reads a stream consumer's arguments: x-stream-offset (as
+// RabbitMQ) and x-stream-consumer-name (Bourse's named server-side offset).
+func streamOptions(args core.Table) (*queue.StreamOptions, error) {
+	v, hasOffset := args["x-stream-offset"]
+	n, hasName := args["x-stream-consumer-name"]
+	if !hasOffset && !hasName {
+		return nil, nil
+	}
+	so := &queue.StreamOptions{HasOffset: hasOffset}
+	if hasOffset {
+		spec, err := queue.ParseOffset(v, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		so.Offset = spec
+	}
+	if hasName {
+		switch x := n.(type) {
+		case string:
+			so.Name = x
+		case []byte:
+			so.Name = string(x)
+		default:
+			return nil, core.Errorf(core.PreconditionFailed, "invalid arg 'x-stream-consumer-name': want a string, got %T", n)
+		}
+		if so.Name == "" || len(so.Name) > 255 {
+			return nil, core.Errorf(core.PreconditionFailed, "invalid arg 'x-stream-consumer-name': want 1 to 255 bytes")
+		}
+	}
+	return so, nil
 }
 
 // consumeReplyTo subscribes to RabbitMQ's direct reply-to pseudo-queue.
@@ -262,6 +299,9 @@ func (ch *channel) get(m *wire.BasicGet) error {
 	q, err := ch.c.vhost.Queue(name, ch.c.id)
 	if err != nil {
 		return err
+	}
+	if q.IsStream() {
+		return errorf(wire.NotImplemented, m, "basic.get not supported by stream '%s': consume with x-stream-offset", name)
 	}
 	d, remaining, ok := q.Get(m.NoAck)
 	if !ok {

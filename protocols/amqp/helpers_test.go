@@ -15,8 +15,10 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
+	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/storage/stream"
 )
 
 // testLogger discards logs unless BOURSE_TEST_LOG is set.
@@ -42,7 +44,11 @@ func startServer(t testing.TB, opts ...func(*Options)) *env {
 	// Goroutines that exist already (a parent benchmark's, for one) are
 	// not this server's.
 	before := goleak.IgnoreCurrent()
-	b := router.New(router.Options{Logger: testLogger()})
+	streams, err := stream.Open(t.TempDir(), stream.Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := router.New(router.Options{Logger: testLogger(), Streams: wiring.StreamStore(streams)})
 	o := Options{Logger: testLogger()}
 	for _, f := range opts {
 		f(&o)
@@ -63,6 +69,7 @@ func startServer(t testing.TB, opts ...func(*Options)) *env {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		streams.Close()
 		goleak.VerifyNone(t, before)
 	})
 	addr := ln.Addr().String()

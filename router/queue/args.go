@@ -44,6 +44,11 @@ type Args struct {
 	MaxPriority    uint8 // x-max-priority; 0 = not a priority queue
 	SingleActive   bool  // x-single-active-consumer
 	Type           string
+	// Streams.
+	MaxAge         time.Duration // x-max-age
+	SegmentBytes   int64         // x-stream-max-segment-size-bytes
+	DedupWindow    time.Duration // x-stream-dedup-window (ms), 0 = off
+	HasDedupWindow bool
 }
 
 // ParseArgs validates and parses queue declare arguments the way RabbitMQ
@@ -144,6 +149,31 @@ func ParseArgs(t core.Table) (Args, error) {
 		default:
 			return a, core.Errorf(core.PreconditionFailed, "invalid arg 'x-queue-type': %v is not one of classic, quorum, stream", v)
 		}
+	}
+	if v, ok := t["x-max-age"]; ok {
+		s, _ := stringArg(v)
+		d, err := ParseAge(s)
+		if err != nil {
+			return a, core.Errorf(core.PreconditionFailed, "invalid arg 'x-max-age': %v", err)
+		}
+		a.MaxAge = d
+	}
+	if v, ok := t["x-stream-max-segment-size-bytes"]; ok {
+		n, err := nonNegInt("x-stream-max-segment-size-bytes", v)
+		if err != nil {
+			return a, err
+		}
+		if n == 0 || n > 3_000_000_000 {
+			return a, core.Errorf(core.PreconditionFailed, "invalid arg 'x-stream-max-segment-size-bytes': %d is not in 1..3000000000", n)
+		}
+		a.SegmentBytes = n
+	}
+	if v, ok := t["x-stream-dedup-window"]; ok {
+		n, err := nonNegInt("x-stream-dedup-window", v)
+		if err != nil {
+			return a, err
+		}
+		a.DedupWindow, a.HasDedupWindow = time.Duration(n)*time.Millisecond, true
 	}
 	return a, nil
 }

@@ -94,6 +94,9 @@ type ConsumeOptions struct {
 	// Priority (x-priority): higher-priority consumers are served first.
 	Priority int
 	Owner    core.ConnID
+	// Stream sets where a subscription to a stream starts reading (nil:
+	// new records only).
+	Stream *StreamOptions
 }
 
 type entry struct {
@@ -103,7 +106,8 @@ type entry struct {
 	count       uint32
 	redelivered bool
 	pri         uint8
-	sub         *Sub // the holder while unacknowledged (nil for Get or after cancel)
+	sub         *Sub   // the holder while unacknowledged (nil for Get or after cancel)
+	off         uint64 // a stream delivery's offset
 }
 
 // Sub is one consumer's subscription to a queue.
@@ -115,6 +119,7 @@ type Sub struct {
 	ubytes   int
 	blocked  bool
 	canceled bool
+	st       *streamSub // a stream subscription's reader; nil for a queue
 }
 
 // Tag returns the consumer tag.
@@ -155,6 +160,7 @@ type Queue struct {
 	seq        uint64
 	deleted    bool
 	hadSub     bool
+	stream     *streamState // non-nil: the queue is a stream
 	ttlTimer   *time.Timer
 	ttlAt      int64
 	idleTimer  *time.Timer
@@ -195,6 +201,11 @@ func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	s := Stats{Ready: q.nready, Unacked: len(q.unacked), ReadyBytes: q.readyBytes, Consumers: len(q.subs)}
 	q.mu.Unlock()
+	if q.stream != nil {
+		first, next := q.stream.log.Bounds()
+		s.Ready = int(next - first)
+		_, s.ReadyBytes = q.stream.log.Size()
+	}
 	s.Published = q.published.Load()
 	s.Delivered = q.delivered.Load()
 	s.Acked = q.acked.Load()
@@ -217,6 +228,10 @@ const (
 // Enqueue adds m to the queue and delivers it at once if a consumer has
 // credit. It returns the message's sequence number in this queue.
 func (q *Queue) Enqueue(m *core.Message) (uint64, Result) {
+	if q.stream != nil {
+		q.Append(m, func(error) {})
+		return 0, Accepted
+	}
 	var out effects
 	q.mu.Lock()
 	if q.deleted {
@@ -515,6 +530,9 @@ func (q *Queue) deadLetterLocked(out *effects, e *entry, reason string) {
 
 // Consume subscribes c to the queue.
 func (q *Queue) Consume(c Consumer, o ConsumeOptions) (*Sub, error) {
+	if q.stream != nil {
+		return q.consumeStream(c, o)
+	}
 	var out effects
 	q.mu.Lock()
 	if q.deleted {
@@ -561,6 +579,11 @@ func (s *Sub) Cancel() {
 			break
 		}
 	}
+	if s.st != nil {
+		close(s.st.stop)
+		q.mu.Unlock()
+		return
+	}
 	if len(q.subs) == 0 && !q.deleted {
 		if q.cfg.AutoDelete && q.hadSub {
 			out.unused = "auto-delete"
@@ -581,7 +604,11 @@ func (s *Sub) Kick() {
 	q.mu.Lock()
 	if s.blocked && !s.canceled && !q.deleted {
 		s.blocked = false
-		q.dispatchLocked(&out, q.hooks.Now())
+		if s.st != nil {
+			s.wakeStream()
+		} else {
+			q.dispatchLocked(&out, q.hooks.Now())
+		}
 	}
 	q.mu.Unlock()
 	out.run(q)
@@ -593,7 +620,9 @@ func (s *Sub) SetPrefetch(count, bytes int) {
 	var out effects
 	q.mu.Lock()
 	s.opts.Prefetch, s.opts.PrefetchBytes = count, bytes
-	if !q.deleted {
+	if s.st != nil {
+		s.wakeStream()
+	} else if !q.deleted {
 		q.dispatchLocked(&out, q.hooks.Now())
 	}
 	q.mu.Unlock()
@@ -603,6 +632,9 @@ func (s *Sub) SetPrefetch(count, bytes int) {
 // Get takes one message without a subscription (basic.get). ok is false
 // when the queue is empty. remaining is the ready count after the take.
 func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
+	if q.stream != nil {
+		return d, 0, false // a stream is read by subscription; adapters refuse get
+	}
 	var out effects
 	q.mu.Lock()
 	now := q.hooks.Now()
@@ -637,7 +669,9 @@ func (q *Queue) Ack(id uint64) bool {
 	var out effects
 	q.mu.Lock()
 	e, ok := q.unacked[id]
-	if ok {
+	if ok && q.stream != nil {
+		q.streamSettleLocked(e)
+	} else if ok {
 		q.releaseLocked(e)
 		q.acked.Add(1)
 		q.settleLocked(e)
@@ -655,7 +689,9 @@ func (q *Queue) Reject(id uint64, requeue bool) bool {
 	var out effects
 	q.mu.Lock()
 	e, ok := q.unacked[id]
-	if ok {
+	if ok && q.stream != nil {
+		q.streamSettleLocked(e) // records stay in a stream: nothing to requeue or dead-letter
+	} else if ok {
 		q.releaseLocked(e)
 		if requeue && !q.deleted {
 			q.requeueLocked(e)
@@ -680,6 +716,9 @@ func (q *Queue) releaseLocked(e *entry) {
 
 // Purge removes every ready message and returns how many it removed.
 func (q *Queue) Purge() int {
+	if q.stream != nil {
+		return 0 // retention, not consumers, removes a stream's records
+	}
 	q.mu.Lock()
 	n := q.nready
 	for i := range q.levels {
@@ -706,6 +745,9 @@ func (q *Queue) Delete(reason error) int {
 	q.subs = nil
 	for _, s := range subs {
 		s.canceled = true
+		if s.st != nil {
+			close(s.st.stop)
+		}
 	}
 	// No settle records: the router has told the store the queue is gone
 	// (MessageStore.QueueDeleted), and settles written after that marker
