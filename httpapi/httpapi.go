@@ -28,9 +28,10 @@ type Options struct {
 
 // Server is the HTTP service.
 type Server struct {
-	opts Options
-	mux  *http.ServeMux
-	srv  *http.Server
+	opts    Options
+	mux     *http.ServeMux
+	srv     *http.Server
+	closing chan struct{} // closed when Shutdown starts (ends long polls)
 }
 
 // New builds the HTTP service with /healthz, /livez, /readyz and /metrics.
@@ -45,7 +46,7 @@ func New(opts Options) *Server {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s := &Server{opts: opts, mux: http.NewServeMux()}
+	s := &Server{opts: opts, mux: http.NewServeMux(), closing: make(chan struct{})}
 	ok := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -65,6 +66,7 @@ func New(opts Options) *Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}
+	s.srv.RegisterOnShutdown(func() { close(s.closing) })
 	return s
 }
 

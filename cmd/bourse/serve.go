@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +24,7 @@ import (
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
 	"github.com/bourse-mq/bourse/internal/config"
+	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/protocols/amqp"
 	"github.com/bourse-mq/bourse/protocols/mqtt"
@@ -139,6 +143,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
 		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers,
 	})
+	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path
 	web.Handle("/ws/mqtt", mqttSrv.WebSocketHandler())
@@ -215,6 +220,26 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// basicAuth checks HTTP Basic credentials against the configured default
+// user (loopback users only from loopback, as on every listener).
+func basicAuth(a config.Auth) func(w http.ResponseWriter, r *http.Request, vhost string, write bool) bool {
+	return func(w http.ResponseWriter, r *http.Request, _ string, _ bool) bool {
+		user, pass, ok := r.BasicAuth()
+		good := ok && subtle.ConstantTimeCompare([]byte(user), []byte(a.DefaultUser)) == 1 &&
+			subtle.ConstantTimeCompare([]byte(pass), []byte(a.DefaultPass)) == 1
+		if good && slices.Contains(a.LoopbackUsers, user) {
+			good = netx.IsLoopback(r.RemoteAddr)
+		}
+		if !good {
+			w.Header().Set("WWW-Authenticate", `Basic realm="bourse"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":"not_authorised","reason":"Login failed"}` + "\n"))
+		}
+		return good
+	}
 }
 
 // writeReadyFile writes the addresses atomically (tmp + rename), so a reader

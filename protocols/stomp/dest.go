@@ -17,7 +17,7 @@ const (
 	destAMQQueue                       // /amq/queue/x: existing queue x
 	destTempQueue                      // /temp-queue/id: only in a SEND's reply-to
 	destReplyQueue                     // /reply-queue/x: queue x (a temp queue's real name)
-	destStream                         // /stream/x: a later issue
+	destStream                         // /stream/x: existing stream x
 )
 
 var destPrefixes = []struct {
@@ -33,7 +33,7 @@ var destPrefixes = []struct {
 	{"/stream/", destStream},
 }
 
-const validPrefixes = "/queue/, /topic/, /exchange/, /amq/queue/, /temp-queue/ (in reply-to), /reply-queue/"
+const validPrefixes = "/queue/, /topic/, /exchange/, /amq/queue/, /stream/, /temp-queue/ (in reply-to), /reply-queue/"
 
 // destination is a parsed destination header.
 type destination struct {

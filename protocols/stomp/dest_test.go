@@ -2,12 +2,14 @@ package stomp
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/router/queue"
 	gostomp "github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
 )
@@ -207,17 +209,82 @@ func TestAMQQueueDestination(t *testing.T) {
 	}
 }
 
-func TestStreamDestinationNotAvailable(t *testing.T) {
+func TestStreamDestinations(t *testing.T) {
 	e := start(t, Options{})
-	for _, cmd := range []string{"SUBSCRIBE\nid:1", "SEND"} {
-		r := e.raw()
-		r.connect("1.2")
-		r.send(cmd + "\ndestination:/stream/events\n\n\x00")
-		f := r.expectError("not_implemented")
-		if !strings.Contains(string(f.Body), "streams are not available") {
-			t.Fatalf("body %q", f.Body)
+	v := e.vhost()
+	if _, err := v.DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "events", Durable: true,
+		Args: core.Table{"x-queue-type": "stream"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "plain", Durable: true}}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client()
+	for i := 0; i < 20; i++ {
+		if err := c.Send("/stream/events", "text/plain", []byte(fmt.Sprintf("e%d", i)), gostomp.SendOpt.Receipt); err != nil {
+			t.Fatal(err)
 		}
 	}
+	read := func(dest string, n int, hdrs ...string) []string {
+		t.Helper()
+		opts := []func(*frame.Frame) error{}
+		for i := 0; i+1 < len(hdrs); i += 2 {
+			opts = append(opts, gostomp.SubscribeOpt.Header(hdrs[i], hdrs[i+1]))
+		}
+		sub, err := c.Subscribe(dest, gostomp.AckClientIndividual, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for len(got) < n {
+			select {
+			case m := <-sub.C:
+				if m.Err != nil {
+					t.Fatal(m.Err)
+				}
+				got = append(got, m.Header.Get("x-stream-offset")+":"+string(m.Body))
+				if err := c.Ack(m); err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: got %d of %d: %v", dest, len(got), n, got)
+			}
+		}
+		unsubscribe(t, sub)
+		return got
+	}
+	got := read("/stream/events", 20, "x-stream-offset", "first")
+	if got[0] != "0:e0" || got[19] != "19:e19" {
+		t.Fatalf("from first: %v", got)
+	}
+	if got := read("/amq/queue/events", 5, "x-stream-offset", "offset=15"); got[0] != "15:e15" || got[4] != "19:e19" {
+		t.Fatalf("from 15: %v", got)
+	}
+	if got := read("/stream/events", 4, "x-stream-offset", "16", "x-stream-consumer-name", "web"); got[0] != "16:e16" {
+		t.Fatalf("named from 16: %v", got)
+	}
+	if off, ok := mustQueue(t, v, "events").StreamOffset("web"); !ok || off != 20 {
+		t.Fatalf("named offset after acks: %d %v", off, ok)
+	}
+	for _, bad := range []string{"SUBSCRIBE\nid:1\ndestination:/stream/plain", "SEND\ndestination:/stream/plain", "SUBSCRIBE\nid:2\ndestination:/stream/missing"} {
+		r := e.raw()
+		r.connect("1.2")
+		r.send(bad + "\n\n\x00")
+		r.expectError("")
+	}
+	r := e.raw()
+	r.connect("1.2")
+	r.send("SUBSCRIBE\nid:3\ndestination:/stream/events\nx-stream-offset:sideways\n\n\x00")
+	r.expectError("")
+}
+
+func mustQueue(t *testing.T, v *router.VHost, name string) *queue.Queue {
+	t.Helper()
+	q, err := v.Queue(name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
 
 // TestTempQueueRPC: a SEND with reply-to:/temp-queue/foo gets a private

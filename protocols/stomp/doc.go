@@ -21,7 +21,7 @@
 //	/amq/queue/x       existing queue x, never declared
 //	/temp-queue/x      a private reply queue; reply-to is rewritten to /reply-queue/…
 //	/reply-queue/x     reply to a temp queue, or to AMQP's direct reply-to
-//	/stream/x          answers an ERROR until streams exist
+//	/stream/x          an existing stream x (read from x-stream-offset)
 //
 // # Properties
 //

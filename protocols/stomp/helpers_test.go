@@ -15,7 +15,9 @@ import (
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
+	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/storage/stream"
 	"github.com/bourse-mq/bourse/router/queue"
 	gostomp "github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -49,6 +51,14 @@ func start(t testing.TB, opts Options, ropts ...router.Options) *env {
 	if len(ropts) > 0 {
 		ro = ropts[0]
 		ro.Logger = testLogger()
+	}
+	if ro.Streams == nil {
+		streams, err := stream.Open(t.TempDir(), stream.Options{Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { streams.Close() })
+		ro.Streams = wiring.StreamStore(streams)
 	}
 	b := router.New(ro)
 	if opts.Logger == nil {

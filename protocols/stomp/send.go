@@ -66,10 +66,13 @@ func (c *conn) sendTarget(d destination, dh string, f *frame.Frame, inTx bool) (
 		return d.name, d.key, nil
 	case destAMQQueue, destReplyQueue:
 		return router.DefaultExchange, d.name, nil
-	case destTempQueue:
+	case destStream:
+		if _, err := c.streamQueue(d.name); err != nil {
+			return "", "", err
+		}
+		return router.DefaultExchange, d.name, nil
+	default: // destTempQueue
 		return "", "", protoErr("Invalid destination", "'%s' is not a valid destination for SEND: temp queues are used in the reply-to header", dh)
-	default:
-		return "", "", streamsUnavailable(dh)
 	}
 }
 

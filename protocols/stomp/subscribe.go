@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
@@ -269,7 +270,17 @@ func (c *conn) onSubscribe(f *frame.Frame) error {
 	c.mu.Lock()
 	c.subs[tag] = s
 	c.mu.Unlock()
-	qs, err := c.vh.Consume(qname, s, queue.ConsumeOptions{Tag: tag, NoAck: mode == ackAuto, Prefetch: prefetch, Owner: c.id})
+	var so *queue.StreamOptions
+	if q, err := c.vh.Queue(qname, c.id); err == nil && q.IsStream() {
+		if so, err = streamOptions(f); err != nil {
+			cleanup()
+			return err
+		}
+		if mode != ackAuto && prefetch == 0 {
+			prefetch = defaultStreamPrefetch // a stream reader needs credit
+		}
+	}
+	qs, err := c.vh.Consume(qname, s, queue.ConsumeOptions{Tag: tag, NoAck: mode == ackAuto, Prefetch: prefetch, Owner: c.id, Stream: so})
 	if err != nil {
 		c.mu.Lock()
 		delete(c.subs, tag)
@@ -280,6 +291,10 @@ func (c *conn) onSubscribe(f *frame.Frame) error {
 	s.setSub(qs)
 	return nil
 }
+
+// defaultStreamPrefetch is the credit of a stream subscription in a client
+// ack mode that names no prefetch-count.
+const defaultStreamPrefetch = 100
 
 func parseAckMode(v string) (ackMode, error) {
 	switch v {
@@ -318,15 +333,51 @@ func (c *conn) sourceQueue(d destination, dh string, f *frame.Frame, id string, 
 		return d.name, nothing, nil
 	case destTopic, destExchange:
 		return c.subscriptionQueue(d, f, id, durable)
-	case destTempQueue:
+	case destStream:
+		if _, err := c.streamQueue(d.name); err != nil {
+			return "", nothing, err
+		}
+		return d.name, nothing, nil
+	default: // destTempQueue
 		return "", nothing, protoErr("Invalid destination", "'%s' is not a valid destination for SUBSCRIBE: temp queues are created by a SEND's reply-to header", dh)
-	default:
-		return "", nothing, streamsUnavailable(dh)
 	}
 }
 
-func streamsUnavailable(dh string) error {
-	return protoErr("not_implemented", "NOT_IMPLEMENTED - '%s': streams are not available yet in this version of Bourse", dh)
+// streamQueue returns the stream a /stream/ destination names: it must
+// exist (streams are declared over AMQP or HTTP, with their retention).
+func (c *conn) streamQueue(name string) (*queue.Queue, error) {
+	q, err := c.vh.Queue(name, c.id)
+	if err != nil {
+		return nil, err
+	}
+	if !q.IsStream() {
+		return nil, protoErr("Invalid destination", "'/stream/%s': queue '%s' is not a stream", name, name)
+	}
+	return q, nil
+}
+
+// streamOptions reads a stream subscription's headers: x-stream-offset
+// (first, last, next, an offset, offset=N, timestamp=unix seconds, or an
+// interval like 1h) and x-stream-consumer-name (a named server-side
+// offset, advanced by acks).
+func streamOptions(f *frame.Frame) (*queue.StreamOptions, error) {
+	off, hasOffset := f.Header.Contains("x-stream-offset")
+	name, hasName := f.Header.Contains("x-stream-consumer-name")
+	if !hasOffset && !hasName {
+		return nil, nil
+	}
+	so := &queue.StreamOptions{HasOffset: hasOffset, Name: name}
+	if hasOffset {
+		spec, err := queue.ParseOffset(off, time.Now())
+		if err != nil {
+			return nil, invalidHeader("x-stream-offset", "%v", err)
+		}
+		so.Offset = spec
+	}
+	if hasName && (name == "" || len(name) > 255) {
+		return nil, invalidHeader("x-stream-consumer-name", "want 1 to 255 bytes")
+	}
+	return so, nil
 }
 
 // subscriptionQueue declares and binds the queue of a /topic/ or

@@ -1,0 +1,255 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/storage/stream"
+)
+
+// ContentTypeRecords is the media type of a fetch answer: whole stream
+// records in the on-disk format of storage/FORMAT.md.
+const ContentTypeRecords = "application/vnd.bourse.stream-records"
+
+// Headers of a fetch answer.
+const (
+	HeaderFirstOffset  = "Bourse-First-Offset"  // offset of the first record in the body
+	HeaderNextOffset   = "Bourse-Next-Offset"   // offset to ask for next
+	HeaderOldestOffset = "Bourse-Oldest-Offset" // first offset the stream still retains
+	HeaderTailOffset   = "Bourse-Tail-Offset"   // offset the next append will get
+)
+
+// StreamsOptions configure the stream endpoints.
+type StreamsOptions struct {
+	Broker *router.Broker
+	Store  *stream.Store
+	// Authorize decides whether the request may read (write = false) or
+	// commit offsets (write = true) in vhost; it writes the refusal itself.
+	Authorize func(w http.ResponseWriter, r *http.Request, vhost string, write bool) bool
+	// MaxWait caps the wait parameter (default 30s).
+	MaxWait time.Duration
+}
+
+// MountStreams adds the stream endpoints:
+//
+//	GET /api/streams/{vhost}/{stream}/records?offset=N|first|last&timestamp=T&max_bytes=M&wait=D
+//	GET /api/streams/{vhost}/{stream}/offsets/{name}
+//	PUT /api/streams/{vhost}/{stream}/offsets/{name}   body {"offset": N}
+//
+// The records body is written with sendfile(2) from the segment file on a
+// plain TCP listener (TLS falls back to a copy).
+func (s *Server) MountStreams(o StreamsOptions) {
+	if o.MaxWait <= 0 {
+		o.MaxWait = 30 * time.Second
+	}
+	h := &streamsHandler{o: o, closing: s.closing}
+	s.mux.HandleFunc("GET /api/streams/{vhost}/{stream}/records", h.records)
+	s.mux.HandleFunc("GET /api/streams/{vhost}/{stream}/offsets/{name}", h.getOffset)
+	s.mux.HandleFunc("PUT /api/streams/{vhost}/{stream}/offsets/{name}", h.putOffset)
+}
+
+type streamsHandler struct {
+	o       StreamsOptions
+	closing <-chan struct{}
+}
+
+func jsonError(w http.ResponseWriter, code int, reason string, extra map[string]any) {
+	body := map[string]any{"error": http.StatusText(code), "reason": reason}
+	for k, v := range extra {
+		body[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// lookup finds the stream of a request; it answers the error itself.
+func (h *streamsHandler) lookup(w http.ResponseWriter, r *http.Request, write bool) (*stream.Log, string, string, bool) {
+	vhost, name := r.PathValue("vhost"), r.PathValue("stream")
+	if h.o.Authorize != nil && !h.o.Authorize(w, r, vhost, write) {
+		return nil, "", "", false
+	}
+	v, err := h.o.Broker.VHost(vhost)
+	if err != nil {
+		jsonError(w, http.StatusNotFound, "no vhost '"+vhost+"'", nil)
+		return nil, "", "", false
+	}
+	q, err := v.Queue(name, 0)
+	if err != nil || !q.IsStream() {
+		jsonError(w, http.StatusNotFound, "no stream '"+name+"' in vhost '"+vhost+"'", nil)
+		return nil, "", "", false
+	}
+	l := h.o.Store.Lookup(vhost, name)
+	if l == nil {
+		jsonError(w, http.StatusNotFound, "no stream '"+name+"' in vhost '"+vhost+"'", nil)
+		return nil, "", "", false
+	}
+	return l, vhost, name, true
+}
+
+func (h *streamsHandler) records(w http.ResponseWriter, r *http.Request) {
+	l, _, _, ok := h.lookup(w, r, false)
+	if !ok {
+		return
+	}
+	qv := r.URL.Query()
+	oldest, tail := l.Bounds()
+	var offset uint64
+	switch v := qv.Get("offset"); {
+	case qv.Get("timestamp") != "":
+		t, err := parseTime(qv.Get("timestamp"))
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, "timestamp: want RFC 3339 or Unix milliseconds", nil)
+			return
+		}
+		offset = l.OffsetAt(t)
+	case v == "" || v == "first":
+		offset = oldest
+	case v == "last":
+		offset = tail
+		if tail > oldest {
+			offset = tail - 1
+		}
+	case v == "next":
+		offset = tail
+	default:
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, "offset: want a number, first, last or next", nil)
+			return
+		}
+		offset = n
+	}
+	maxBytes := int64(1 << 20)
+	if v := qv.Get("max_bytes"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			jsonError(w, http.StatusBadRequest, "max_bytes: want a positive number", nil)
+			return
+		}
+		maxBytes = min(n, 64<<20)
+	}
+	var wait time.Duration
+	if v := qv.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			jsonError(w, http.StatusBadRequest, "wait: want a duration like 5s", nil)
+			return
+		}
+		wait = min(d, h.o.MaxWait)
+	}
+	var deadline <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		changed := l.Changed()
+		rg, err := l.ReadRange(offset, maxBytes)
+		if errors.Is(err, stream.ErrOutOfRange) {
+			w.Header().Set(HeaderOldestOffset, strconv.FormatUint(rg.Oldest, 10))
+			w.Header().Set(HeaderTailOffset, strconv.FormatUint(rg.Tail, 10))
+			jsonError(w, http.StatusRequestedRangeNotSatisfiable,
+				"offset "+strconv.FormatUint(offset, 10)+" is below the stream's retention", map[string]any{"earliest": rg.Oldest, "tail": rg.Tail})
+			return
+		}
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err.Error(), nil)
+			return
+		}
+		if rg.Len > 0 {
+			serveRange(w, rg)
+			return
+		}
+		if offset > rg.Tail {
+			w.Header().Set(HeaderTailOffset, strconv.FormatUint(rg.Tail, 10))
+			jsonError(w, http.StatusRequestedRangeNotSatisfiable,
+				"offset "+strconv.FormatUint(offset, 10)+" is past the stream's tail", map[string]any{"earliest": rg.Oldest, "tail": rg.Tail})
+			return
+		}
+		select {
+		case <-changed:
+			continue
+		case <-deadline:
+		case <-r.Context().Done():
+		case <-h.closing:
+		}
+		hd := w.Header()
+		hd.Set(HeaderFirstOffset, strconv.FormatUint(offset, 10))
+		hd.Set(HeaderNextOffset, strconv.FormatUint(offset, 10))
+		hd.Set(HeaderOldestOffset, strconv.FormatUint(rg.Oldest, 10))
+		hd.Set(HeaderTailOffset, strconv.FormatUint(rg.Tail, 10))
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+}
+
+// serveRange writes the range's bytes. With the headers flushed first,
+// net/http hands the *io.LimitedReader over the *os.File straight to the
+// TCP connection's ReadFrom, which is sendfile(2) on Linux.
+func serveRange(w http.ResponseWriter, rg stream.Range) {
+	defer rg.File.Close()
+	hd := w.Header()
+	hd.Set("Content-Type", ContentTypeRecords)
+	hd.Set("Content-Length", strconv.FormatInt(rg.Len, 10))
+	hd.Set(HeaderFirstOffset, strconv.FormatUint(rg.First, 10))
+	hd.Set(HeaderNextOffset, strconv.FormatUint(rg.Next, 10))
+	hd.Set(HeaderOldestOffset, strconv.FormatUint(rg.Oldest, 10))
+	hd.Set(HeaderTailOffset, strconv.FormatUint(rg.Tail, 10))
+	if _, err := rg.File.Seek(rg.Pos, io.SeekStart); err != nil {
+		jsonError(w, http.StatusInternalServerError, err.Error(), nil)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	_ = http.NewResponseController(w).Flush()
+	_, _ = io.Copy(w, &io.LimitedReader{R: rg.File, N: rg.Len})
+}
+
+func parseTime(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(n), nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+func (h *streamsHandler) getOffset(w http.ResponseWriter, r *http.Request) {
+	l, _, _, ok := h.lookup(w, r, false)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	v, found := l.QueryOffset(name)
+	if !found {
+		jsonError(w, http.StatusNotFound, "no stored offset for reader '"+name+"'", nil)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"name": name, "offset": v})
+}
+
+func (h *streamsHandler) putOffset(w http.ResponseWriter, r *http.Request) {
+	l, _, _, ok := h.lookup(w, r, true)
+	if !ok {
+		return
+	}
+	var body struct {
+		Offset *uint64 `json:"offset"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.Offset == nil {
+		jsonError(w, http.StatusBadRequest, `want a JSON body {"offset": N}`, nil)
+		return
+	}
+	name := r.PathValue("name")
+	if name == "" || len(name) > 255 {
+		jsonError(w, http.StatusBadRequest, "reader name: want 1 to 255 bytes", nil)
+		return
+	}
+	l.StoreOffset(name, *body.Offset)
+	w.WriteHeader(http.StatusNoContent)
+}
