@@ -485,6 +485,9 @@ func (c *conn) writeItem(it *outItem, now time.Time, st *settlement) {
 		m := it.d.Msg
 		o := it.k.sub.opts.Load()
 		topic := keyToTopic(m.RoutingKey)
+		if it.k.sub.stream != nil {
+			topic = it.k.sub.filter // a replay arrives on the topic it was asked on
+		}
 		if !validTopic(topic) || (o.wildFirst && topic[0] == '$') || (o.noLocal && c.sess.ownConn(m.Origin)) {
 			// Not for this subscriber ([MQTT-3.8.3-3], [MQTT-4.7.2-1]), or
 			// a routing key no MQTT topic can carry: settled unseen.

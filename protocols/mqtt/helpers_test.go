@@ -19,7 +19,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/storage/stream"
 	"github.com/bourse-mq/bourse/router/queue"
 )
 
@@ -48,7 +50,12 @@ type testServer struct {
 func startServer(t testing.TB, b *router.Broker, opts Options) *testServer {
 	t.Helper()
 	if b == nil {
-		b = router.New(router.Options{Logger: testLogger()})
+		streams, err := stream.Open(t.TempDir(), stream.Options{Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { streams.Close() })
+		b = router.New(router.Options{Logger: testLogger(), Streams: wiring.StreamStore(streams)})
 	}
 	if opts.Logger == nil {
 		opts.Logger = testLogger()

@@ -2,6 +2,8 @@ package mqtt
 
 import (
 	"errors"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,9 @@ type subscription struct {
 	excl    core.ConnID // owner of an exclusive (clean session) queue, else 0
 	opts    atomic.Pointer[subOpts]
 	cons    *consumer // the owner's consumer, guarded by session.mu
+	// stream is set for a $stream/<name>/<start> replay subscription: it
+	// reads stream <name> (queue holds the name) and owns no queue.
+	stream *queue.StreamOptions
 }
 
 // subOpts are a subscription's options, replaced whole when the client
@@ -215,6 +220,21 @@ func (ss *session) startConsumers(c *conn) {
 func (ss *session) consumeLocked(c *conn, sub *subscription) error {
 	k := &consumer{c: c, sub: sub}
 	o := queue.ConsumeOptions{Tag: "mqtt-" + sub.filter, Owner: c.id}
+	if sub.stream != nil {
+		so := *sub.stream
+		o.Stream, o.Prefetch = &so, streamPrefetch
+		qs, err := ss.vhost.Consume(sub.queue, k, o)
+		if err != nil {
+			return err
+		}
+		if so.Name != "" {
+			// A resumed persistent session continues where it left off.
+			sub.stream.HasOffset = false
+		}
+		k.qsub = qs
+		sub.cons = k
+		return nil
+	}
 	qs, err := ss.vhost.Consume(sub.queue, k, o)
 	if core.KindOf(err) == core.NotFound {
 		// Deleted while the session was offline: declare it again.
@@ -251,6 +271,25 @@ func (ss *session) subscribe(c *conn, f packets.Subscription) (*subOpts, error) 
 		sub.opts.Store(o)
 		return o, nil
 	}
+	if name, so, ok, err := parseStreamFilter(f.Filter, time.Now()); ok {
+		if err != nil {
+			return nil, err
+		}
+		q, err := ss.vhost.Queue(name, c.id)
+		if err != nil {
+			return nil, err
+		}
+		if !q.IsStream() {
+			return nil, core.Errorf(core.NotFound, "'%s': queue '%s' is not a stream", f.Filter, name)
+		}
+		if !ss.ephemeral {
+			so.Name = "mqtt:" + ss.clientID + ":" + f.Filter
+		}
+		sub := &subscription{filter: f.Filter, queue: name, stream: so}
+		sub.opts.Store(o)
+		ss.subs[f.Filter] = sub
+		return o, nil
+	}
 	sub := &subscription{filter: f.Filter, group: group, pattern: filterToPattern(inner)}
 	if group != "" {
 		sub.queue = sharedQueueName(group, inner)
@@ -284,7 +323,9 @@ func (ss *session) unsubscribe(c *conn, filter string) {
 		sub.cons.stop()
 		sub.cons = nil
 	}
-	ss.s.releaseQueue(ss.vhost, sub)
+	if sub.stream == nil {
+		ss.s.releaseQueue(ss.vhost, sub)
+	}
 }
 
 // release detaches the session from c when c disconnects. It reports
@@ -324,7 +365,9 @@ func (ss *session) end(dropWill bool) {
 		prev.detachDeliveries()
 	}
 	for _, sub := range subs {
-		ss.s.releaseQueue(ss.vhost, sub)
+		if sub.stream == nil {
+			ss.s.releaseQueue(ss.vhost, sub)
+		}
 	}
 	ss.s.sessMu.Lock()
 	if ss.s.sessions[ss.key] == ss {
@@ -487,4 +530,35 @@ func (s *Server) dropWills() {
 		ss.cancelWillLocked()
 		ss.mu.Unlock()
 	}
+}
+
+// streamPrefetch is the credit of a $stream replay subscription.
+const streamPrefetch = 100
+
+// parseStreamFilter recognises Bourse's stream replay convention,
+// $stream/<name>/<start>: <name> is the stream (percent-encoded if it holds
+// a slash), <start> is first, last, next, an offset, a time (RFC 3339) or
+// an interval before now (30m, 1h, 7D). ok is false for any other filter.
+func parseStreamFilter(filter string, now time.Time) (name string, so *queue.StreamOptions, ok bool, err error) {
+	rest, ok := strings.CutPrefix(filter, "$stream/")
+	if !ok {
+		return "", nil, false, nil
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+		return "", nil, true, core.Errorf(core.InvalidArgument, "'%s': want $stream/<name>/<first|last|next|offset|time>", filter)
+	}
+	if name, err = url.PathUnescape(parts[0]); err != nil || strings.ContainsAny(name, "+#") {
+		return "", nil, true, core.Errorf(core.InvalidArgument, "'%s': bad stream name", filter)
+	}
+	start := parts[1]
+	var v any = start
+	if t, err := time.Parse(time.RFC3339Nano, start); err == nil {
+		v = t
+	}
+	spec, err := queue.ParseOffset(v, now)
+	if err != nil {
+		return "", nil, true, core.Wrap(core.InvalidArgument, err, "'%s'", filter)
+	}
+	return name, &queue.StreamOptions{Offset: spec, HasOffset: true}, true, nil
 }

@@ -1,0 +1,72 @@
+package mqtt
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/router"
+)
+
+// TestStreamReplay: MQTT clients replay a stream with the $stream/<name>/<start>
+// convention; telemetry published over MQTT reaches the stream through an
+// amq.topic binding.
+func TestStreamReplay(t *testing.T) {
+	ts := startServer(t, nil, Options{})
+	v := ts.vhost("/")
+	if _, err := v.DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "telemetry", Durable: true,
+		Args: core.Table{"x-queue-type": "stream"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Bind(router.Binding{Source: router.AMQTopic, Dest: router.Dest{Kind: router.ToQueue, Name: "telemetry"}, Key: "sensors.#"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	pub := dialV5(t, ts.addr, "sensor-1", nil)
+	for i := 0; i < 10; i++ {
+		pub.publish(&paho.Publish{Topic: "sensors/1/temp", QoS: 1, Payload: []byte(fmt.Sprintf("t%d", i))})
+	}
+	q, _ := v.Queue("telemetry", 0)
+	eventually(t, "10 records in the stream", func() bool { return q.Stats().Ready == 10 })
+
+	r := dialV5(t, ts.addr, "replayer", nil)
+	if sa := r.subscribe(paho.SubscribeOptions{Topic: "$stream/telemetry/first", QoS: 1}); sa.Reasons[0] >= 0x80 {
+		t.Fatalf("suback %v", sa.Reasons)
+	}
+	for i := 0; i < 10; i++ {
+		m := r.next()
+		if m.Topic != "$stream/telemetry/first" || string(m.Payload) != fmt.Sprintf("t%d", i) {
+			t.Fatalf("replay %d: %s %q", i, m.Topic, m.Payload)
+		}
+		if got := m.Properties.User.Get("x-stream-offset"); got != fmt.Sprint(i) {
+			t.Fatalf("replay %d: x-stream-offset %q", i, got)
+		}
+	}
+	// New records keep coming to the replaying subscriber.
+	pub.publish(&paho.Publish{Topic: "sensors/2/temp", QoS: 1, Payload: []byte("live")})
+	if m := r.next(); string(m.Payload) != "live" {
+		t.Fatalf("live record: %q", m.Payload)
+	}
+	r2 := dialV5(t, ts.addr, "replayer-2", nil)
+	r2.subscribe(paho.SubscribeOptions{Topic: "$stream/telemetry/8", QoS: 0})
+	for _, want := range []string{"t8", "t9", "live"} {
+		if m := r2.next(); string(m.Payload) != want {
+			t.Fatalf("from 8: %q, want %q", m.Payload, want)
+		}
+	}
+	// Unsubscribing does not touch the stream.
+	r2.c.Unsubscribe(t.Context(), &paho.Unsubscribe{Topics: []string{"$stream/telemetry/8"}})
+	time.Sleep(50 * time.Millisecond)
+	if _, err := v.Queue("telemetry", 0); err != nil || q.Stats().Ready != 11 {
+		t.Fatalf("stream after unsubscribe: %v, %d records", err, q.Stats().Ready)
+	}
+	// Bad filters are refused in the SUBACK.
+	for _, f := range []string{"$stream/nosuch/first", "$stream/telemetry/sideways", "$stream/telemetry"} {
+		sa, err := r.c.Subscribe(t.Context(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: 1}}})
+		if err == nil || sa == nil || len(sa.Reasons) != 1 || sa.Reasons[0] < 0x80 {
+			t.Errorf("%s: suback %v, err %v; want a failure reason", f, sa, err)
+		}
+	}
+}
