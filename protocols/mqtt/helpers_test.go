@@ -21,8 +21,8 @@ import (
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/router"
-	"github.com/bourse-mq/bourse/storage/stream"
 	"github.com/bourse-mq/bourse/router/queue"
+	"github.com/bourse-mq/bourse/storage/stream"
 )
 
 func TestMain(m *testing.M) {
