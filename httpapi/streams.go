@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bourse-mq/bourse/router"
@@ -48,9 +50,47 @@ func (s *Server) MountStreams(o StreamsOptions) {
 		o.MaxWait = 30 * time.Second
 	}
 	h := &streamsHandler{o: o, closing: s.closing}
-	s.mux.HandleFunc("GET /api/streams/{vhost}/{stream}/records", h.records)
-	s.mux.HandleFunc("GET /api/streams/{vhost}/{stream}/offsets/{name}", h.getOffset)
-	s.mux.HandleFunc("PUT /api/streams/{vhost}/{stream}/offsets/{name}", h.putOffset)
+	s.mux.HandleFunc("/api/streams/", h.route)
+}
+
+// route dispatches on the escaped path: vhost "/" is "%2F" in a URL, and
+// ServeMux patterns match the decoded path, where it would be a separator.
+func (h *streamsHandler) route(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/api/streams/"), "/")
+	for i, p := range parts {
+		u, err := url.PathUnescape(p)
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, "bad escape in path", nil)
+			return
+		}
+		parts[i] = u
+	}
+	switch {
+	case len(parts) == 3 && parts[2] == "records":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET")
+			jsonError(w, http.StatusMethodNotAllowed, "use GET", nil)
+			return
+		}
+		r.SetPathValue("vhost", parts[0])
+		r.SetPathValue("stream", parts[1])
+		h.records(w, r)
+	case len(parts) == 4 && parts[2] == "offsets":
+		r.SetPathValue("vhost", parts[0])
+		r.SetPathValue("stream", parts[1])
+		r.SetPathValue("name", parts[3])
+		switch r.Method {
+		case http.MethodGet:
+			h.getOffset(w, r)
+		case http.MethodPut:
+			h.putOffset(w, r)
+		default:
+			w.Header().Set("Allow", "GET, PUT")
+			jsonError(w, http.StatusMethodNotAllowed, "use GET or PUT", nil)
+		}
+	default:
+		jsonError(w, http.StatusNotFound, "no such stream endpoint", nil)
+	}
 }
 
 type streamsHandler struct {
@@ -173,12 +213,14 @@ func (h *streamsHandler) records(w http.ResponseWriter, r *http.Request) {
 				"offset "+strconv.FormatUint(offset, 10)+" is past the stream's tail", map[string]any{"earliest": rg.Oldest, "tail": rg.Tail})
 			return
 		}
-		select {
-		case <-changed:
-			continue
-		case <-deadline:
-		case <-r.Context().Done():
-		case <-h.closing:
+		if deadline != nil {
+			select {
+			case <-changed:
+				continue
+			case <-deadline:
+			case <-r.Context().Done():
+			case <-h.closing:
+			}
 		}
 		hd := w.Header()
 		hd.Set(HeaderFirstOffset, strconv.FormatUint(offset, 10))
