@@ -247,3 +247,51 @@ func TestStreamNamedOffsetAndDedup(t *testing.T) {
 	_, c2 := e.channel(t)
 	expectRange(t, readStream(t, c2, "s", amqp091.Table{"x-stream-consumer-name": "billing"}, 15), 25, 40)
 }
+
+// TestStreamRetentionMovesAReader: retention deletes whole segments while
+// a reader is behind; the reader is moved to the first retained offset (its
+// x-stream-offset jumps) instead of failing.
+func TestStreamRetentionMovesAReader(t *testing.T) {
+	e := startServer(t)
+	_, ch := e.channel(t)
+	declareStream(t, ch, "r", amqp091.Table{"x-max-length-bytes": int64(8192), "x-stream-max-segment-size-bytes": int64(2048)})
+	publishEvents(t, ch, "", "r", 0, 10, nil)
+	_, c := e.channel(t)
+	c.Qos(1, 0, false)
+	ds, err := c.Consume("r", "", false, false, false, false, amqp091.Table{"x-stream-offset": "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := <-ds
+	if d.Headers["x-stream-offset"] != int64(0) {
+		t.Fatalf("first delivery at %v", d.Headers["x-stream-offset"])
+	}
+	_, pub := e.channel(t)
+	publishEvents(t, pub, "", "r", 10, 300, nil)
+	q, err := ch.QueueDeclarePassive("r", true, false, false, false, nil)
+	if err != nil || q.Messages >= 310 {
+		t.Fatalf("retention kept %d records (%v)", q.Messages, err)
+	}
+	d.Ack(false)
+	// The reader had read ahead at most one segment; after that it jumps.
+	var last int64
+	for {
+		select {
+		case d := <-ds:
+			off := d.Headers["x-stream-offset"].(int64)
+			d.Ack(false)
+			if off > last+1 && last > 0 {
+				if off < int64(310-q.Messages) {
+					t.Fatalf("jumped to %d, below the first retained offset %d", off, 310-q.Messages)
+				}
+				return
+			}
+			last = off
+			if off >= 309 {
+				t.Fatalf("reader never jumped over deleted records (last %d)", off)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reader stalled at %d", last)
+		}
+	}
+}
