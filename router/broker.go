@@ -56,7 +56,10 @@ type Options struct {
 	Meta     MetaStore    // nil: topology is not persisted
 	Messages MessageStore // nil: messages are not persisted
 	Streams  StreamStore  // nil: streams cannot be declared
-	Now      func() time.Time
+	// QueueMemoryBytes bounds the bodies of ready persistent messages a
+	// durable queue keeps in memory (queue.Config.MemoryBytes); 0 = none.
+	QueueMemoryBytes int64
+	Now              func() time.Time
 }
 
 // Broker is the set of vhosts.

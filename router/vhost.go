@@ -330,6 +330,7 @@ func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args, log queue.Log) *que
 	cfg := queue.Config{
 		Name: d.Name, VHost: v.name, Durable: d.Durable, Exclusive: d.Exclusive,
 		AutoDelete: d.AutoDelete, Arguments: d.Args, Args: args,
+		MemoryBytes: v.b.opts.QueueMemoryBytes, Logger: v.b.log,
 	}
 	if d.Exclusive {
 		cfg.Owner = d.Owner

@@ -99,6 +99,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	}
 	journal, recovered, err := durable.Open(filepath.Join(cfg.DataDir, "journal"), durable.Options{
 		Fsync: cfg.Storage.Fsync, FsyncInterval: cfg.Storage.FsyncInterval.D(), Logger: log.With("component", "journal"),
+		LazyRecovery: true,
 	})
 	if err != nil {
 		return err
@@ -117,7 +118,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		return err
 	}
 	defer streams.Close()
-	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams)})
+	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams),
+		QueueMemoryBytes: cfg.Storage.QueueMemoryBytes})
 	if err := broker.Restore(defs); err != nil {
 		return err
 	}
@@ -265,6 +267,7 @@ func restoreMessages(b *router.Broker, j *durable.Store, rec map[[2]string][]dur
 		v, err := b.VHost(vhost)
 		var q interface {
 			Restore(seq uint64, m *core.Message, redelivered bool)
+			RestorePaged(seq uint64, m *core.Message, redelivered bool, size int)
 		}
 		if err == nil {
 			if qq, qerr := v.Queue(queueName, 0); qerr == nil && qq.Durable() {
@@ -277,7 +280,11 @@ func restoreMessages(b *router.Broker, j *durable.Store, rec map[[2]string][]dur
 			continue
 		}
 		for _, r := range msgs {
-			q.Restore(r.Seq, r.Msg, r.Redelivered)
+			if r.Paged {
+				q.RestorePaged(r.Seq, r.Msg, r.Redelivered, r.Size)
+			} else {
+				q.Restore(r.Seq, r.Msg, r.Redelivered)
+			}
 		}
 		total += len(msgs)
 	}

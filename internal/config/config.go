@@ -66,6 +66,10 @@ type Storage struct {
 	// "survives a crash"), "interval" or "never".
 	Fsync         string   `koanf:"fsync" yaml:"fsync"`
 	FsyncInterval Duration `koanf:"fsync_interval" yaml:"fsync_interval"`
+	// QueueMemoryBytes bounds the bodies of ready persistent messages each
+	// durable queue keeps in memory; beyond it only an index stays in RAM
+	// and bodies are read back from the journal on delivery. 0 = no bound.
+	QueueMemoryBytes int64 `koanf:"queue_memory_bytes" yaml:"queue_memory_bytes"`
 }
 
 // Limits bound what one client may send.
@@ -86,7 +90,7 @@ func Default() Config {
 		},
 		Log:              Log{Level: "info", Format: "text"},
 		Auth:             Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
-		Storage:          Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond)},
+		Storage:          Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
 		Limits:           Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20},
 		Heartbeat:        Duration(60 * time.Second),
 		WebSocketOrigins: []string{},

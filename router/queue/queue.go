@@ -15,6 +15,7 @@
 package queue
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,10 @@ type Delivery struct {
 type Store interface {
 	Settle(vhost, queue string, seqs []uint64)
 	Delivered(vhost, queue string, seq uint64)
+	// Load reads back a persistent entry's message, for a queue that
+	// keeps only an index of it in memory (see Config.MemoryBytes). It is
+	// called with the queue's lock held and may read from disk.
+	Load(vhost, queue string, seq uint64) (*core.Message, error)
 }
 
 // Hooks connect a queue to the router. Every hook is called without the
@@ -80,6 +85,12 @@ type Config struct {
 	Owner      core.ConnID // the owning connection of an exclusive queue
 	Arguments  core.Table  // as declared, for redeclare equivalence checks
 	Args       Args        // parsed Arguments
+	// MemoryBytes bounds the bodies of ready persistent messages a durable
+	// queue keeps in memory; beyond it, messages are kept as an index
+	// entry and their bodies are read back from the store when they are
+	// delivered (as RabbitMQ's lazy queues). 0 keeps everything in memory.
+	MemoryBytes int64
+	Logger      *slog.Logger
 }
 
 // ConsumeOptions are a subscription's settings.
@@ -108,6 +119,8 @@ type entry struct {
 	pri         uint8
 	sub         *Sub   // the holder while unacknowledged (nil for Get or after cancel)
 	off         uint64 // a stream delivery's offset
+	size        int    // the body's size (msg has no body while paged)
+	paged       bool   // the body is only in the store
 }
 
 // Sub is one consumer's subscription to a queue.
@@ -154,6 +167,7 @@ type Queue struct {
 	levels     []deque // ready messages, one deque per priority level
 	nready     int
 	readyBytes int64
+	memBytes   int64 // bodies of ready entries held in memory
 	unacked    map[uint64]*entry
 	subs       []*Sub // sorted by priority, highest first; registration order within
 	rr         uint64
@@ -243,16 +257,19 @@ func (q *Queue) Enqueue(m *core.Message) (uint64, Result) {
 	if a.Overflow != DropHead && q.full(m.Size()) {
 		if a.Overflow == RejectPublishDLX {
 			// seq 0: never enqueued, so never persisted for this queue.
-			q.deadLetterLocked(&out, &entry{msg: m}, "maxlen")
+			q.deadLetterLocked(&out, &entry{msg: m, size: m.Size()}, "maxlen")
 		}
 		q.mu.Unlock()
 		out.run(q)
 		return 0, Rejected
 	}
 	q.seq++
-	e := &entry{seq: q.seq, msg: m, pri: q.priorityOf(m)}
+	e := &entry{seq: q.seq, msg: m, pri: q.priorityOf(m), size: m.Size()}
 	e.expireAt = q.expiryOf(m, now)
 	q.published.Add(1)
+	if q.mayPageLocked(e) {
+		e.msg, e.paged = withoutBody(m), true
+	}
 	q.pushReadyLocked(e)
 	if a.Overflow == DropHead {
 		for q.nready > 0 && q.overLimit() {
@@ -270,14 +287,66 @@ func (q *Queue) Enqueue(m *core.Message) (uint64, Result) {
 // Restore puts recovered messages back, in seq order, after a restart. It
 // must be called before any Enqueue.
 func (q *Queue) Restore(seq uint64, m *core.Message, redelivered bool) {
+	q.restore(seq, m, redelivered, m.Size(), false)
+}
+
+// RestorePaged is Restore for a message recovered without its body (size
+// bytes long): the body is loaded from the store when it is delivered.
+func (q *Queue) RestorePaged(seq uint64, m *core.Message, redelivered bool, size int) {
+	q.restore(seq, m, redelivered, size, true)
+}
+
+func (q *Queue) restore(seq uint64, m *core.Message, redelivered bool, size int, paged bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	e := &entry{seq: seq, msg: m, pri: q.priorityOf(m), redelivered: redelivered}
+	e := &entry{seq: seq, msg: m, pri: q.priorityOf(m), redelivered: redelivered, size: size, paged: paged}
 	e.expireAt = q.expiryOf(m, m.Arrived)
+	if !paged && q.mayPageLocked(e) {
+		e.msg, e.paged = withoutBody(m), true
+	}
 	q.pushReadyLocked(e)
 	if seq > q.seq {
 		q.seq = seq
 	}
+}
+
+// mayPageLocked reports whether a new ready entry should leave its body
+// to the store: a persistent message of a durable queue over its memory
+// budget.
+func (q *Queue) mayPageLocked(e *entry) bool {
+	return q.cfg.MemoryBytes > 0 && q.store != nil && q.cfg.Durable && e.msg.Persistent() &&
+		q.memBytes+int64(e.size) > q.cfg.MemoryBytes
+}
+
+// withoutBody returns a copy of m that shares everything but the body.
+func withoutBody(m *core.Message) *core.Message {
+	c := *m
+	c.Body = nil
+	return &c
+}
+
+// materializeLocked loads a paged entry's body before it leaves the ready
+// set. It reports false when the store cannot give it back: the entry is
+// then dropped (logged), since nothing can be delivered for it.
+func (q *Queue) materializeLocked(e *entry) bool {
+	if !e.paged {
+		return true
+	}
+	m, err := q.store.Load(q.cfg.VHost, q.cfg.Name, e.seq)
+	if err != nil {
+		q.logger().Error("cannot read a queued message back from storage; dropping it",
+			"vhost", q.cfg.VHost, "queue", q.cfg.Name, "seq", e.seq, "err", err)
+		return false
+	}
+	e.msg, e.paged = m, false
+	return true
+}
+
+func (q *Queue) logger() *slog.Logger {
+	if q.cfg.Logger != nil {
+		return q.cfg.Logger
+	}
+	return slog.Default()
 }
 
 func (q *Queue) full(size int) bool {
@@ -314,7 +383,10 @@ func (q *Queue) expiryOf(m *core.Message, now time.Time) int64 {
 func (q *Queue) pushReadyLocked(e *entry) {
 	q.levels[e.pri].pushBack(e)
 	q.nready++
-	q.readyBytes += int64(e.msg.Size())
+	q.readyBytes += int64(e.size)
+	if !e.paged {
+		q.memBytes += int64(e.size)
+	}
 }
 
 func (q *Queue) requeueLocked(e *entry) {
@@ -322,7 +394,10 @@ func (q *Queue) requeueLocked(e *entry) {
 	e.sub = nil
 	q.levels[e.pri].insert(e)
 	q.nready++
-	q.readyBytes += int64(e.msg.Size())
+	q.readyBytes += int64(e.size)
+	if !e.paged {
+		q.memBytes += int64(e.size)
+	}
 }
 
 // headLevel returns the highest non-empty priority level, or -1.
@@ -346,7 +421,10 @@ func (q *Queue) popHeadLocked() *entry {
 func (q *Queue) takeLocked(d *deque) *entry {
 	e := d.popFront()
 	q.nready--
-	q.readyBytes -= int64(e.msg.Size())
+	q.readyBytes -= int64(e.size)
+	if !e.paged {
+		q.memBytes -= int64(e.size)
+	}
 	return e
 }
 
@@ -414,11 +492,16 @@ func (q *Queue) dispatchLocked(out *effects, now time.Time) {
 			q.deadLetterLocked(out, h, "expired")
 			continue
 		}
-		s := q.pickLocked(h.msg.Size())
+		s := q.pickLocked(h.size)
 		if s == nil {
 			break
 		}
 		q.takeLocked(d)
+		if !q.materializeLocked(h) {
+			q.settleLocked(h)
+			q.dropped.Add(1)
+			continue
+		}
 		h.count++
 		if h.count == 1 {
 			q.deliveredLocked(h)
@@ -430,7 +513,7 @@ func (q *Queue) dispatchLocked(out *effects, now time.Time) {
 			h.sub = s
 			q.unacked[h.seq] = h
 			s.unacked++
-			s.ubytes += h.msg.Size()
+			s.ubytes += h.size
 		}
 		if !s.c.Deliver(dv) {
 			s.blocked = true
@@ -438,12 +521,13 @@ func (q *Queue) dispatchLocked(out *effects, now time.Time) {
 			if !s.opts.NoAck {
 				delete(q.unacked, h.seq)
 				s.unacked--
-				s.ubytes -= h.msg.Size()
+				s.ubytes -= h.size
 				h.sub = nil
 			}
 			d.pushFront(h)
 			q.nready++
-			q.readyBytes += int64(h.msg.Size())
+			q.readyBytes += int64(h.size)
+			q.memBytes += int64(h.size)
 			continue
 		}
 		q.delivered.Add(1)
@@ -517,12 +601,13 @@ func (q *Queue) settleLocked(e *entry) {
 }
 
 func (q *Queue) deadLetterLocked(out *effects, e *entry, reason string) {
-	q.settleLocked(e)
 	a := &q.cfg.Args
-	if !a.HasDLX {
+	if !a.HasDLX || !q.materializeLocked(e) {
+		q.settleLocked(e)
 		q.dropped.Add(1)
 		return
 	}
+	q.settleLocked(e)
 	q.deadLettered.Add(1)
 	m := deadLettered(e.msg, q.cfg.Name, reason, a, q.hooks.Now())
 	out.dl = append(out.dl, dlMsg{a.DLX, m})
@@ -641,6 +726,11 @@ func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
 	q.expireLocked(&out, now)
 	q.touchLocked()
 	e := q.popHeadLocked()
+	for e != nil && !q.materializeLocked(e) {
+		q.settleLocked(e)
+		q.dropped.Add(1)
+		e = q.popHeadLocked()
+	}
 	if e != nil {
 		e.count++
 		if e.count == 1 {
@@ -709,7 +799,7 @@ func (q *Queue) releaseLocked(e *entry) {
 	delete(q.unacked, e.seq)
 	if s := e.sub; s != nil {
 		s.unacked--
-		s.ubytes -= e.msg.Size()
+		s.ubytes -= e.size
 		e.sub = nil
 	}
 }

@@ -391,6 +391,10 @@ type memStore struct {
 
 func (m *memStore) Delivered(string, string, uint64) {}
 
+func (m *memStore) Load(string, string, uint64) (*core.Message, error) {
+	return nil, core.Errorf(core.NotFound, "memStore keeps no bodies")
+}
+
 func (m *memStore) Settle(_, _ string, seqs []uint64) {
 	m.mu.Lock()
 	m.settled = append(m.settled, seqs...)

@@ -378,7 +378,7 @@ func (q *Queue) pump(s *Sub) {
 			q.seq++
 			id := q.seq
 			if !s.opts.NoAck {
-				e := &entry{seq: id, msg: r.m, sub: s, count: 1, off: r.off}
+				e := &entry{seq: id, msg: r.m, sub: s, count: 1, off: r.off, size: r.m.Size()}
 				q.unacked[id] = e
 				s.unacked++
 				s.ubytes += r.m.Size()

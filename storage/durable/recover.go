@@ -17,8 +17,11 @@ type entryKey struct {
 
 type recMsg struct {
 	msg  *core.Message
-	seg  int
-	refs int // live targets after recovery
+	seg     int
+	refs    int // live targets after recovery
+	pos     int64
+	recSize int
+	size    int // body size
 }
 
 // recover reads every segment, truncating a torn or corrupt tail of the
@@ -42,7 +45,7 @@ func (s *Store) recover() (map[[2]string][]Recovered, error) {
 		for off < len(data) {
 			typ, payload, size, err := nextRecord(data[off:])
 			if err == nil {
-				err = s.apply(typ, payload, n, inc, entries, settled, delivered)
+				err = s.apply(typ, payload, n, int64(off), size, inc, entries, settled, delivered)
 			}
 			if err != nil {
 				if i == len(ns)-1 {
@@ -57,7 +60,7 @@ func (s *Store) recover() (map[[2]string][]Recovered, error) {
 			}
 			off += size
 		}
-		s.segs[n] = &segment{n: n, path: path}
+		s.segs[n] = &segment{n: n, path: path, written: int64(min(off, len(data)))}
 		s.curSeg = n
 	}
 
@@ -76,11 +79,11 @@ func (s *Store) recover() (map[[2]string][]Recovered, error) {
 			continue
 		}
 		name := [2]string{k.q.vhost, k.q.queue}
-		out[name] = append(out[name], Recovered{Seq: k.seq, Msg: m.msg, Redelivered: delivered[k]})
+		out[name] = append(out[name], Recovered{Seq: k.seq, Msg: m.msg, Redelivered: delivered[k], Paged: s.opts.LazyRecovery, Size: m.size})
 		ref := refs[m]
 		if ref == nil {
 			seg := s.segs[m.seg]
-			ref = &msgRef{seg: seg, remaining: m.refs}
+			ref = &msgRef{seg: seg, remaining: m.refs, pos: m.pos, size: m.recSize}
 			seg.live++
 			refs[m] = ref
 		}
@@ -100,7 +103,7 @@ func (s *Store) recover() (map[[2]string][]Recovered, error) {
 
 var errBadRecord = errors.New("unknown journal record type")
 
-func (s *Store) apply(typ byte, payload []byte, seg int, inc map[qkey]int, entries map[entryKey]*recMsg, settled, delivered map[entryKey]bool) error {
+func (s *Store) apply(typ byte, payload []byte, seg int, pos int64, recSize int, inc map[qkey]int, entries map[entryKey]*recMsg, settled, delivered map[entryKey]bool) error {
 	r := &reader{B: payload}
 	vhost := r.String()
 	switch typ {
@@ -118,7 +121,10 @@ func (s *Store) apply(typ byte, payload []byte, seg int, inc map[qkey]int, entri
 		if err != nil {
 			return err
 		}
-		rm := &recMsg{msg: m, seg: seg}
+		rm := &recMsg{msg: m, seg: seg, pos: pos, recSize: recSize, size: len(m.Body)}
+		if s.opts.LazyRecovery {
+			m.Body = nil
+		}
 		for _, t := range targets {
 			q := qkey{vhost, t.Queue}
 			entries[entryKey{q, inc[q], t.Seq}] = rm

@@ -52,6 +52,10 @@ type Options struct {
 	FsyncInterval time.Duration
 	SegmentBytes  int64 // roll to a new segment past this size [64 MiB]
 	Logger        *slog.Logger
+	// LazyRecovery returns recovered messages without their bodies
+	// (Recovered.Paged): queues load them with Load when they deliver, so
+	// a journal far larger than memory recovers in bounded memory.
+	LazyRecovery bool
 }
 
 // Stats count the journal's work.
@@ -63,14 +67,18 @@ type Stats struct {
 type qkey struct{ vhost, queue string }
 
 type segment struct {
-	n    int
-	path string
-	live int // messages in this segment with an unsettled target
+	n       int
+	path    string
+	live    int   // messages in this segment with an unsettled target
+	written int64 // bytes of this segment on disk (guarded by Store.mu)
+	rf      *os.File
 }
 
 type msgRef struct {
 	seg       *segment
 	remaining int
+	pos       int64 // the record's position in its segment
+	size      int   // the record's size, framing included
 }
 
 type chunk struct {
@@ -87,6 +95,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	wake     *sync.Cond
+	written  *sync.Cond // broadcast when a batch reaches its segment file
 	pending  []chunk
 	waiters  []func(error)
 	curSeg   int   // segment new records go to
@@ -108,6 +117,54 @@ type Recovered struct {
 	Seq         uint64
 	Msg         *core.Message
 	Redelivered bool
+	// Paged: Msg has no body (LazyRecovery); Load reads it back.
+	Paged bool
+	Size  int // the body's size
+}
+
+// Load reads back the message of a durable queue's entry from the journal
+// (for a queue that keeps only an index in memory). It waits for the
+// record to reach its file if it was appended a moment ago.
+func (s *Store) Load(vhost, queue string, seq uint64) (*core.Message, error) {
+	s.mu.Lock()
+	ref := s.index[qkey{vhost, queue}][seq]
+	if ref == nil {
+		s.mu.Unlock()
+		return nil, core.Errorf(core.NotFound, "journal has no entry %d of queue '%s' in vhost '%s'", seq, queue, vhost)
+	}
+	seg := ref.seg
+	for seg.written < ref.pos+int64(ref.size) && s.failed == nil && !s.closed {
+		s.written.Wait()
+	}
+	if seg.written < ref.pos+int64(ref.size) {
+		s.mu.Unlock()
+		return nil, core.Errorf(core.ResourceError, "journal unavailable: entry %d of queue '%s' not written", seq, queue)
+	}
+	if seg.rf == nil {
+		f, err := os.Open(seg.path)
+		if err != nil {
+			s.mu.Unlock()
+			return nil, core.Wrap(core.ResourceError, err, "open journal segment")
+		}
+		seg.rf = f
+	}
+	f, pos, size := seg.rf, ref.pos, ref.size
+	s.mu.Unlock()
+	buf := make([]byte, size)
+	if _, err := f.ReadAt(buf, pos); err != nil {
+		return nil, core.Wrap(core.ResourceError, err, "read journal segment %s at %d", seg.path, pos)
+	}
+	typ, payload, _, err := nextRecord(buf)
+	if err != nil || typ != recMessage {
+		return nil, core.Errorf(core.ResourceError, "journal segment %s at %d: not a message record (%v)", seg.path, pos, err)
+	}
+	r := &reader{B: payload}
+	r.String()
+	for n := r.Uvarint(); n > 0 && r.Err == nil; n-- {
+		r.String()
+		r.Uvarint()
+	}
+	return readMessage(r, vhost)
 }
 
 // Open opens the journal in dir and recovers it. The returned map holds,
@@ -128,6 +185,7 @@ func Open(dir string, opts Options) (*Store, map[[2]string][]Recovered, error) {
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, segs: map[int]*segment{},
 		index: map[qkey]map[uint64]*msgRef{}, early: map[qkey]map[uint64]bool{}, done: make(chan struct{})}
 	s.wake = sync.NewCond(&s.mu)
+	s.written = sync.NewCond(&s.mu)
 	rec, err := s.recover()
 	if err != nil {
 		return nil, nil, err
@@ -216,7 +274,7 @@ func (s *Store) Persist(vhost string, m *core.Message, targets []core.QueueSeq, 
 	}
 	s.appendLocked(b)
 	seg := s.segs[s.curSeg]
-	ref := &msgRef{seg: seg}
+	ref := &msgRef{seg: seg, pos: s.curSize - int64(len(b)), size: len(b)}
 	for _, t := range targets {
 		k := qkey{vhost, t.Queue}
 		if s.early[k][t.Seq] {
@@ -403,6 +461,12 @@ func (s *Store) writeBatch(batch []chunk) error {
 			return err
 		}
 		n += uint64(len(c.b))
+		s.mu.Lock()
+		if seg := s.segs[c.seg]; seg != nil {
+			seg.written += int64(len(c.b))
+		}
+		s.written.Broadcast()
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	s.stats.Batches++
@@ -426,6 +490,9 @@ func (s *Store) reclaim() {
 			break
 		}
 		delete(s.segs, n)
+		if seg.rf != nil {
+			seg.rf.Close()
+		}
 		gone = append(gone, seg.path)
 	}
 	s.mu.Unlock()
@@ -454,6 +521,13 @@ func (s *Store) Close() error {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.written.Broadcast()
+	for _, seg := range s.segs {
+		if seg.rf != nil {
+			seg.rf.Close()
+			seg.rf = nil
+		}
+	}
 	return s.failed
 }
 
