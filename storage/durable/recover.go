@@ -117,14 +117,21 @@ func (s *Store) apply(typ byte, payload []byte, seg int, pos int64, recSize int,
 			targets[i].Queue = r.String()
 			targets[i].Seq = r.Uvarint()
 		}
-		m, err := readMessage(r, vhost)
-		if err != nil {
-			return err
-		}
-		rm := &recMsg{msg: m, seg: seg, pos: pos, recSize: recSize, size: len(m.Body)}
+		var m *core.Message
+		var size int
+		var err error
 		if s.opts.LazyRecovery {
-			m.Body = nil
+			m, size, err = r.MessageWithoutBody()
+			if err != nil {
+				return errCorrupt
+			}
+			m.Origin.VHost = vhost
+		} else if m, err = readMessage(r, vhost); err != nil {
+			return err
+		} else {
+			size = len(m.Body)
 		}
+		rm := &recMsg{msg: m, seg: seg, pos: pos, recSize: recSize, size: size}
 		for _, t := range targets {
 			q := qkey{vhost, t.Queue}
 			entries[entryKey{q, inc[q], t.Seq}] = rm

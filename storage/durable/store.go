@@ -159,9 +159,9 @@ func (s *Store) Load(vhost, queue string, seq uint64) (*core.Message, error) {
 		return nil, core.Errorf(core.ResourceError, "journal segment %s at %d: not a message record (%v)", seg.path, pos, err)
 	}
 	r := &reader{B: payload}
-	r.String()
+	r.Bytes() // vhost
 	for n := r.Uvarint(); n > 0 && r.Err == nil; n-- {
-		r.String()
+		r.Bytes() // target queue
 		r.Uvarint()
 	}
 	return readMessage(r, vhost)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -298,13 +299,23 @@ func BenchmarkRecover1M(b *testing.B) {
 	}
 	wg.Wait()
 	s.Close()
-	b.ResetTimer()
-	for range b.N {
-		s, rec := open(b, dir, Options{Fsync: FsyncNever})
-		if got := len(rec[[2]string{"/", "big"}]); got != n {
-			b.Fatalf("recovered %d of %d", got, n)
-		}
-		s.Close()
+	for _, lazy := range []bool{false, true} {
+		b.Run(fmt.Sprintf("lazy=%v", lazy), func(b *testing.B) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for range b.N {
+				s, rec := open(b, dir, Options{Fsync: FsyncNever, LazyRecovery: lazy})
+				if got := len(rec[[2]string{"/", "big"}]); got != n {
+					b.Fatalf("recovered %d of %d", got, n)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				s.Close()
+				runtime.KeepAlive(rec)
+			}
+			b.ReportMetric(float64(n)/(b.Elapsed().Seconds()/float64(b.N)), "msgs/s")
+			b.ReportMetric(float64(after.HeapAlloc-min(after.HeapAlloc, before.HeapAlloc))/(1<<20), "heap-MiB")
+		})
 	}
-	b.ReportMetric(float64(n)/(b.Elapsed().Seconds()/float64(b.N)), "msgs/s")
 }

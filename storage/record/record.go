@@ -170,6 +170,17 @@ func DecodeMessage(b []byte) (*core.Message, error) {
 
 // Message decodes a message written by AppendMessage from r.
 func (r *Reader) Message() (*core.Message, error) {
+	m, _, err := r.message(true)
+	return m, err
+}
+
+// MessageWithoutBody decodes a message but skips its body, returning the
+// body's length instead (for an index that reads bodies back later).
+func (r *Reader) MessageWithoutBody() (*core.Message, int, error) {
+	return r.message(false)
+}
+
+func (r *Reader) message(withBody bool) (*core.Message, int, error) {
 	m := &core.Message{}
 	p := &m.Props
 	m.Exchange = r.String()
@@ -189,17 +200,19 @@ func (r *Reader) Message() (*core.Message, error) {
 	headers := r.String()
 	body := r.Bytes()
 	if r.Err != nil {
-		return nil, r.Err
+		return nil, 0, r.Err
 	}
 	if headers != "" {
 		h, err := core.DecodeTyped(headers)
 		if err != nil {
-			return nil, ErrCorrupt
+			return nil, 0, ErrCorrupt
 		}
 		m.Headers = h
 	}
-	m.Body = append([]byte(nil), body...)
-	return m, nil
+	if withBody {
+		m.Body = append([]byte(nil), body...)
+	}
+	return m, len(body), nil
 }
 
 // AppendString appends a uvarint length and the bytes of s.
