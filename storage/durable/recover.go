@@ -16,7 +16,7 @@ type entryKey struct {
 }
 
 type recMsg struct {
-	msg  *core.Message
+	msg     *core.Message
 	seg     int
 	refs    int // live targets after recovery
 	pos     int64
