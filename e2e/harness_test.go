@@ -192,6 +192,14 @@ func (b *Broker) STOMP(t testing.TB) *stomp.Conn {
 // the returned channel.
 func (b *Broker) MQTT5(t testing.TB, clientID string) (*paho.Client, <-chan *paho.Publish) {
 	t.Helper()
+	c, msgs, _ := b.MQTT5Connect(t, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30})
+	return c, msgs
+}
+
+// MQTT5Connect connects a paho MQTT 5 client with the given CONNECT (as
+// guest); the client disconnects when the test ends.
+func (b *Broker) MQTT5Connect(t testing.TB, cp *paho.Connect) (*paho.Client, <-chan *paho.Publish, *paho.Connack) {
+	t.Helper()
 	conn, err := net.Dial("tcp", b.Addrs["mqtt"])
 	if err != nil {
 		t.Fatal(err)
@@ -208,13 +216,13 @@ func (b *Broker) MQTT5(t testing.TB, clientID string) (*paho.Client, <-chan *pah
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
-		Username: "guest", UsernameFlag: true, Password: []byte("guest"), PasswordFlag: true})
+	cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = "guest", true, []byte("guest"), true
+	ca, err := c.Connect(ctx, cp)
 	if err != nil || ca.ReasonCode != 0 {
 		t.Fatalf("mqtt connect: %v %+v", err, ca)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, msgs
+	return c, msgs, ca
 }
 
 // Subscribe subscribes an MQTT 5 client at QoS 1.

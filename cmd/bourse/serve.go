@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	})
 	mqttSrv := mqtt.New(broker, mqtt.Options{
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
-		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers,
+		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers, Store: ms,
 	})
 	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())

@@ -267,6 +267,9 @@ type heldStore struct {
 }
 
 func (h *heldStore) Settle(string, string, []uint64)  {}
+func (h *heldStore) Load(string, string, uint64) (*core.Message, error) {
+	return nil, core.Errorf(core.NotFound, "heldStore keeps no bodies")
+}
 func (h *heldStore) Delivered(string, string, uint64) {}
 func (h *heldStore) QueueDeleted(string, string)      {}
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/bourse-mq/bourse/internal/netx"
@@ -37,7 +38,7 @@ func (h *bridge) Provides(b byte) bool {
 		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
 		mochi.OnPacketRead, mochi.OnPacketEncode, mochi.OnPacketSent, mochi.OnPacketProcessed,
 		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribed,
-		mochi.OnPublish, mochi.OnClientExpired:
+		mochi.OnPublish, mochi.OnClientExpired, mochi.StoredClients:
 		return true
 	}
 	return false
@@ -112,6 +113,10 @@ func (h *bridge) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 		c.disconnected(err, expire)
 	}
 }
+
+// StoredClients gives mochi the persistent sessions restored from the
+// store, so that a returning client finds its session present.
+func (h *bridge) StoredClients() ([]storage.Client, error) { return h.s.stored, nil }
 
 func (h *bridge) OnClientExpired(cl *mochi.Client) {
 	h.s.expireSession(cl.ID)

@@ -43,6 +43,12 @@ type Options struct {
 	// Anonymous says who may connect without a user name [AnonymousLoopback].
 	Anonymous AnonymousPolicy
 
+	// Store keeps persistent sessions and retained messages across
+	// restarts (nil: in memory only). Persistent sessions' subscription
+	// queues are durable when it is set, so their QoS 1/2 messages wait
+	// in the journal.
+	Store Store
+
 	// MaxPacketSize is the largest MQTT packet accepted, fixed header
 	// included [1 MiB]. Larger packets close the connection, with DISCONNECT
 	// 0x95 for MQTT 5 clients. It is announced in CONNACK.

@@ -193,6 +193,9 @@ func (s *Server) publishWill(v *router.VHost, w *inbound, origin core.Origin) {
 type retainedStore struct {
 	mu  sync.Mutex
 	idx map[string]*mochi.TopicsIndex
+	// onChange is told of every retained message stored or cleared (the
+	// server persists them).
+	onChange func(vhost string, pk packets.Packet)
 }
 
 func (r *retainedStore) index(vhost string, create bool) *mochi.TopicsIndex {
@@ -223,6 +226,9 @@ func (r *retainedStore) store(vhost string, in inbound, now time.Time) {
 			pk.Expiry = pk.Created + int64(e)
 		}
 	}
+	if r.onChange != nil {
+		r.onChange(vhost, pk)
+	}
 	x := r.index(vhost, len(in.payload) > 0)
 	if x == nil {
 		return
@@ -242,6 +248,9 @@ func (r *retainedStore) messages(vhost, filter string, now time.Time) []packets.
 	for _, pk := range pks {
 		if pk.Expiry > 0 && pk.Expiry < now.Unix() {
 			x.RetainMessage(packets.Packet{TopicName: pk.TopicName})
+			if r.onChange != nil {
+				r.onChange(vhost, packets.Packet{TopicName: pk.TopicName})
+			}
 			continue
 		}
 		out = append(out, pk)

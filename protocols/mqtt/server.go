@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/bourse-mq/bourse/core"
@@ -54,6 +55,9 @@ type Server struct {
 	mochiMu      sync.Mutex
 	mochiStarted bool
 	mochiStopped bool
+
+	persist *persister       // nil without Options.Store
+	stored  []storage.Client // restored persistent sessions, for mochi
 }
 
 // New returns an MQTT server for broker b.
@@ -89,6 +93,11 @@ func New(b *router.Broker, opts Options) *Server {
 		Logger:                   slog.New(minLevel{opts.Logger.Handler(), slog.LevelError}).With("protocol", "mqtt", "component", "mochi"),
 		SysTopicResendInterval:   int64(max(opts.SysInterval/time.Second, 1)),
 	})
+	s.retained.onChange = s.saveRetained
+	if opts.Store != nil {
+		s.persist = newPersister(s, opts.Store)
+		s.restore()
+	}
 	if err := s.mochi.AddHook(&bridge{s: s}, nil); err != nil {
 		// bridge.Init cannot fail.
 		panic(fmt.Sprintf("mqtt: add bridge hook: %v", err))
@@ -283,6 +292,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.dropWills()
 	s.stopMochi()
+	s.persist.close()
 	return err
 }
 

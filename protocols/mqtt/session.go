@@ -41,6 +41,14 @@ type session struct {
 
 	// recent holds the ids of the session's latest connections, for no-local.
 	recent atomic.Pointer[[]core.ConnID]
+
+	// What a restart needs to give mochi the client back (guarded by mu).
+	version  byte
+	clean    bool
+	expiry   uint32
+	expFlag  bool
+	username []byte
+	listener string
 }
 
 // qos2State is where an inbound QoS 2 flow stands.
@@ -152,6 +160,14 @@ func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
 	ss.owner, ss.ephemeral = c, ephemeral
 	ss.stopConsumersLocked()
 	ss.cancelWillLocked()
+	ss.version, ss.clean = cl.Properties.ProtocolVersion, pk.Connect.Clean
+	ss.expiry, ss.expFlag = cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag
+	ss.username, ss.listener = cl.Properties.Username, cl.Net.Listener
+	if ephemeral {
+		s.persist.del(bucketSessions, ss.key)
+	} else {
+		ss.saveLocked()
+	}
 	ss.mu.Unlock()
 	if prev != nil && prev != c {
 		prev.detachDeliveries()
@@ -269,6 +285,7 @@ func (ss *session) subscribe(c *conn, f packets.Subscription) (*subOpts, error) 
 	o := newSubOpts(f, inner)
 	if sub := ss.subs[f.Filter]; sub != nil {
 		sub.opts.Store(o)
+		ss.saveLocked()
 		return o, nil
 	}
 	if name, so, ok, err := parseStreamFilter(f.Filter, time.Now()); ok {
@@ -288,6 +305,7 @@ func (ss *session) subscribe(c *conn, f packets.Subscription) (*subOpts, error) 
 		sub := &subscription{filter: f.Filter, queue: name, stream: so}
 		sub.opts.Store(o)
 		ss.subs[f.Filter] = sub
+		ss.saveLocked()
 		return o, nil
 	}
 	sub := &subscription{filter: f.Filter, group: group, pattern: filterToPattern(inner)}
@@ -304,6 +322,7 @@ func (ss *session) subscribe(c *conn, f packets.Subscription) (*subOpts, error) 
 		return nil, err
 	}
 	ss.subs[f.Filter] = sub
+	ss.saveLocked()
 	return o, nil
 }
 
@@ -326,6 +345,7 @@ func (ss *session) unsubscribe(c *conn, filter string) {
 	if sub.stream == nil {
 		ss.s.releaseQueue(ss.vhost, sub)
 	}
+	ss.saveLocked()
 }
 
 // release detaches the session from c when c disconnects. It reports
@@ -353,6 +373,7 @@ func (ss *session) end(dropWill bool) {
 		return
 	}
 	ss.gone = true
+	ss.s.persist.del(bucketSessions, ss.key)
 	prev := ss.owner
 	ss.owner = nil
 	ss.stopConsumersLocked()
@@ -488,7 +509,7 @@ func (s *Server) ensureQueue(v *router.VHost, sub *subscription) error {
 
 func (s *Server) declareAndBind(v *router.VHost, sub *subscription) error {
 	_, err := v.DeclareQueue(router.QueueDecl{
-		QueueInfo: core.QueueInfo{Name: sub.queue, Exclusive: sub.excl != 0},
+		QueueInfo: core.QueueInfo{Name: sub.queue, Exclusive: sub.excl != 0, Durable: sub.excl == 0 && s.persist != nil},
 		Owner:     sub.excl,
 	})
 	if err != nil {

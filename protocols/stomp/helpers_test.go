@@ -342,6 +342,9 @@ type slowStore struct {
 }
 
 func (s *slowStore) Settle(string, string, []uint64)  {}
+func (s *slowStore) Load(string, string, uint64) (*core.Message, error) {
+	return nil, core.Errorf(core.NotFound, "slowStore keeps no bodies")
+}
 func (s *slowStore) Delivered(string, string, uint64) {}
 func (s *slowStore) QueueDeleted(string, string)      {}
 

@@ -221,6 +221,40 @@ func (s *Store) GetKV(k string) ([]byte, error) {
 	return out, err
 }
 
+// UpdateRecords writes a batch to a named bucket of records (created on
+// first use; the name is prefixed "rec:" so it cannot collide with the
+// topology buckets) in one transaction: puts, then deletes.
+func (s *Store) UpdateRecords(bucket string, puts map[string][]byte, deletes []string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("rec:" + bucket))
+		if err != nil {
+			return err
+		}
+		for k, v := range puts {
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		for _, k := range deletes {
+			if err := b.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ForEachRecord calls fn for every record of a named bucket, in key order.
+func (s *Store) ForEachRecord(bucket string, fn func(key string, val []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("rec:" + bucket))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error { return fn(string(k), append([]byte(nil), v...)) })
+	})
+}
+
 // Load returns everything recorded, for the router to restore at start.
 func (s *Store) Load() (core.Definitions, error) {
 	var d core.Definitions

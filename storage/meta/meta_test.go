@@ -65,3 +65,33 @@ func TestSecondOpenTimesOut(t *testing.T) {
 		t.Fatal("second open of the same store succeeded")
 	}
 }
+
+func TestRecords(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateRecords("sessions", map[string][]byte{"a": []byte("1"), "b\x00c": []byte("2")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateRecords("sessions", map[string][]byte{"d": []byte("4")}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := map[string]string{}
+	if err := s.ForEachRecord("sessions", func(k string, v []byte) error { got[k] = string(v); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["b\x00c"] != "2" || got["d"] != "4" {
+		t.Fatalf("records after reopen: %q", got)
+	}
+	if err := s.ForEachRecord("none", func(string, []byte) error { t.Fatal("record in an absent bucket"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
