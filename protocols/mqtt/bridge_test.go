@@ -266,7 +266,7 @@ type heldStore struct {
 	held []func(error)
 }
 
-func (h *heldStore) Settle(string, string, []uint64)  {}
+func (h *heldStore) Settle(string, string, []uint64) {}
 func (h *heldStore) Load(string, string, uint64) (*core.Message, error) {
 	return nil, core.Errorf(core.NotFound, "heldStore keeps no bodies")
 }

@@ -341,7 +341,7 @@ type slowStore struct {
 	pending []func(error)
 }
 
-func (s *slowStore) Settle(string, string, []uint64)  {}
+func (s *slowStore) Settle(string, string, []uint64) {}
 func (s *slowStore) Load(string, string, uint64) (*core.Message, error) {
 	return nil, core.Errorf(core.NotFound, "slowStore keeps no bodies")
 }
