@@ -142,15 +142,10 @@ func TestTornTail(t *testing.T) {
 	if err != nil || n != len(full) || len(recs) != 5 {
 		t.Fatalf("decode: %d recs, %d/%d bytes, %v", len(recs), n, len(full), err)
 	}
-	lastStart := len(full)
-	{
-		b := full
-		pos := 0
-		for i := 0; i < 4; i++ {
-			h, _ := record.ParseHeader(b[pos:])
-			pos += h.Size
-		}
-		lastStart = pos
+	lastStart := 0 // where the fifth (last) record begins
+	for i := 0; i < 4; i++ {
+		h, _ := record.ParseHeader(full[lastStart:])
+		lastStart += h.Size
 	}
 	for cut := lastStart; cut < len(full); cut++ {
 		dir := t.TempDir()
