@@ -73,6 +73,11 @@ type Options struct {
 	// 3 clean_session=false, MQTT 5 session expiry > 0) keeps its queues
 	// [24h, as RabbitMQ's max_session_expiry_interval_seconds].
 	MaxSessionExpiry time.Duration
+	// MaxQueuedMessages bounds each session queue (and shared group queue):
+	// beyond it the oldest message is dropped, as for a RabbitMQ queue with
+	// x-max-length and drop-head, so an offline device cannot make the
+	// broker hold messages without bound [100000]. Negative: no bound.
+	MaxQueuedMessages int
 	// MaxConnections caps connected clients; more get CONNACK "server busy"
 	// [unlimited].
 	MaxConnections int
@@ -141,6 +146,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = defaultMaxInflight
+	}
+	if o.MaxQueuedMessages == 0 {
+		o.MaxQueuedMessages = 100000
 	}
 	if o.MaxInflight > 1<<15-1 { // delivery ids use half the id space
 		o.MaxInflight = 1<<15 - 1

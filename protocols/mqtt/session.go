@@ -507,9 +507,18 @@ func (s *Server) ensureQueue(v *router.VHost, sub *subscription) error {
 	return s.declareAndBind(v, sub)
 }
 
+// queueArgs are the arguments of a subscription queue: its length bound.
+func (s *Server) queueArgs() core.Table {
+	if s.opts.MaxQueuedMessages < 0 {
+		return nil
+	}
+	return core.Table{"x-max-length": int64(s.opts.MaxQueuedMessages)}
+}
+
 func (s *Server) declareAndBind(v *router.VHost, sub *subscription) error {
 	_, err := v.DeclareQueue(router.QueueDecl{
-		QueueInfo: core.QueueInfo{Name: sub.queue, Exclusive: sub.excl != 0, Durable: sub.excl == 0 && s.persist != nil},
+		QueueInfo: core.QueueInfo{Name: sub.queue, Exclusive: sub.excl != 0, Durable: sub.excl == 0 && s.persist != nil,
+			Args: s.queueArgs()},
 		Owner:     sub.excl,
 	})
 	if err != nil {

@@ -70,3 +70,24 @@ func TestStreamReplay(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineSessionQueueIsBounded: an offline persistent session keeps at
+// most MaxQueuedMessages, the newest.
+func TestOfflineSessionQueueIsBounded(t *testing.T) {
+	ts := startServer(t, nil, Options{MaxQueuedMessages: 5})
+	expiry := uint32(600)
+	c := dialV5(t, ts.addr, "away", &paho.Connect{ClientID: "away", KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	c.subscribe(paho.SubscribeOptions{Topic: "t/#", QoS: 1})
+	c.close()
+	pub := dialV5(t, ts.addr, "pub", nil)
+	for i := 0; i < 20; i++ {
+		pub.publish(&paho.Publish{Topic: "t/x", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+	}
+	c = dialV5(t, ts.addr, "away", &paho.Connect{ClientID: "away", KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	for i := 15; i < 20; i++ {
+		if m := c.next(); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("got %q, want %d (the newest five)", m.Payload, i)
+		}
+	}
+	c.none(200 * time.Millisecond)
+}
