@@ -519,7 +519,7 @@ func (s *Server) declareAndBind(v *router.VHost, sub *subscription) error {
 	_, err := v.DeclareQueue(router.QueueDecl{
 		QueueInfo: core.QueueInfo{Name: sub.queue, Exclusive: sub.excl != 0, Durable: sub.excl == 0 && s.persist != nil,
 			Args: s.queueArgs()},
-		Owner:     sub.excl,
+		Owner: sub.excl,
 	})
 	if err != nil {
 		return err
