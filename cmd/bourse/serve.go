@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,8 +153,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	web.Handle("/mqtt", mqttSrv.WebSocketHandler()) // RabbitMQ Web-MQTT's path
 
 	type bound struct {
-		svc service
-		ln  net.Listener
+		svc  service
+		ln   net.Listener
+		name string
 	}
 	var running []bound
 	closeAll := func() {
@@ -161,38 +163,74 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 			b.ln.Close()
 		}
 	}
+	var tlsCfg *tls.Config
+	if cfg.TLS.CertFile != "" {
+		var certs *netx.Certs
+		tlsCfg, certs, err = netx.NewTLSConfig(netx.TLSOptions{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
+			CAFile: cfg.TLS.CAFile, ClientAuth: cfg.TLS.ClientAuth})
+		if err != nil {
+			return err
+		}
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				if err := certs.Reload(); err != nil {
+					log.Error("TLS certificate not reloaded; the old one stays", "err", err)
+				} else {
+					log.Info("TLS certificate reloaded", "cert", cfg.TLS.CertFile)
+				}
+			}
+		}()
+	}
 	for _, l := range []struct {
 		addr string
 		svc  service
+		tls  bool
 	}{
-		{cfg.Listeners.AMQP, amqpSrv},
-		{cfg.Listeners.MQTT, mqttSrv},
-		{cfg.Listeners.STOMP, stompSrv},
-		{cfg.Listeners.HTTP, web},
+		{cfg.Listeners.AMQP, amqpSrv, false},
+		{cfg.Listeners.MQTT, mqttSrv, false},
+		{cfg.Listeners.STOMP, stompSrv, false},
+		{cfg.Listeners.HTTP, web, false},
+		{cfg.Listeners.AMQPS, amqpSrv, true},
+		{cfg.Listeners.MQTTS, mqttSrv, true},
+		{cfg.Listeners.STOMPS, stompSrv, true},
+		{cfg.Listeners.HTTPS, web, true},
 	} {
+		name := l.svc.Name()
+		if l.tls {
+			name += "s"
+			if tlsCfg == nil {
+				continue // TLS listeners need tls.cert_file
+			}
+		}
 		if l.addr == "" {
-			log.Info("listener off", "service", l.svc.Name())
+			log.Info("listener off", "service", name)
 			continue
 		}
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("%s listener: %w", l.svc.Name(), err)
+			return fmt.Errorf("%s listener: %w", name, err)
 		}
-		running = append(running, bound{l.svc, ln})
+		if l.tls {
+			ln = tls.NewListener(ln, tlsCfg)
+		}
+		running = append(running, bound{l.svc, ln, name})
 	}
 
 	errc := make(chan error, len(running))
 	var wg sync.WaitGroup
 	addrs := map[string]string{}
 	for _, b := range running {
-		addrs[b.svc.Name()] = b.ln.Addr().String()
-		log.Info("listening", "service", b.svc.Name(), "addr", b.ln.Addr().String())
+		addrs[b.name] = b.ln.Addr().String()
+		log.Info("listening", "service", b.name, "addr", b.ln.Addr().String())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := b.svc.Serve(b.ln); err != nil {
-				errc <- fmt.Errorf("%s: %w", b.svc.Name(), err)
+				errc <- fmt.Errorf("%s: %w", b.name, err)
 			}
 		}()
 	}
@@ -214,9 +252,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	ready.Store(false)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	shut := map[service]bool{}
 	for i := len(running) - 1; i >= 0; i-- {
-		if err := running[i].svc.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("shutdown", "service", running[i].svc.Name(), "err", err)
+		svc := running[i].svc
+		if shut[svc] {
+			continue // its TLS and plain listeners share one Shutdown
+		}
+		shut[svc] = true
+		if err := svc.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("shutdown", "service", svc.Name(), "err", err)
 		}
 	}
 	wg.Wait()

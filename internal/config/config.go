@@ -33,6 +33,19 @@ type Config struct {
 	WebSocketOrigins []string `koanf:"websocket_origins" yaml:"websocket_origins"`
 	// Heartbeat is the AMQP heartbeat the server proposes.
 	Heartbeat Duration `koanf:"heartbeat" yaml:"heartbeat"`
+	// TLS, when cert_file is set, opens the TLS listeners (listeners.amqps,
+	// mqtts, stomps, https).
+	TLS TLS `koanf:"tls" yaml:"tls"`
+}
+
+// TLS configures the TLS listeners.
+type TLS struct {
+	CertFile string `koanf:"cert_file" yaml:"cert_file"`
+	KeyFile  string `koanf:"key_file" yaml:"key_file"`
+	// CAFile holds the CAs that sign client certificates.
+	CAFile string `koanf:"ca_file" yaml:"ca_file"`
+	// ClientAuth: none, optional (verified when presented) or required.
+	ClientAuth string `koanf:"client_auth" yaml:"client_auth"`
 }
 
 // Listeners are listen addresses; an empty address turns a listener off.
@@ -41,6 +54,11 @@ type Listeners struct {
 	MQTT  string `koanf:"mqtt" yaml:"mqtt"`
 	STOMP string `koanf:"stomp" yaml:"stomp"`
 	HTTP  string `koanf:"http" yaml:"http"`
+	// TLS listeners, opened only when tls.cert_file is set.
+	AMQPS  string `koanf:"amqps" yaml:"amqps"`
+	MQTTS  string `koanf:"mqtts" yaml:"mqtts"`
+	STOMPS string `koanf:"stomps" yaml:"stomps"`
+	HTTPS  string `koanf:"https" yaml:"https"`
 }
 
 // Log configures log/slog.
@@ -87,7 +105,9 @@ func Default() Config {
 			MQTT:  "127.0.0.1:1883",
 			STOMP: "127.0.0.1:61613",
 			HTTP:  "127.0.0.1:15672",
+			AMQPS: "127.0.0.1:5671", MQTTS: "127.0.0.1:8883", STOMPS: "127.0.0.1:61614", HTTPS: "127.0.0.1:15671",
 		},
+		TLS:              TLS{ClientAuth: "none"},
 		Log:              Log{Level: "info", Format: "text"},
 		Auth:             Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
 		Storage:          Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
@@ -99,15 +119,23 @@ func Default() Config {
 
 // Flag names of `bourse serve` and the config keys they set.
 var flagKeys = map[string]string{
-	"data-dir":   "data_dir",
-	"amqp-addr":  "listeners.amqp",
-	"mqtt-addr":  "listeners.mqtt",
-	"stomp-addr": "listeners.stomp",
-	"http-addr":  "listeners.http",
-	"log-level":  "log.level",
-	"log-format": "log.format",
-	"fsync":      "storage.fsync",
-	"ws-origin":  "websocket_origins",
+	"data-dir":        "data_dir",
+	"amqp-addr":       "listeners.amqp",
+	"mqtt-addr":       "listeners.mqtt",
+	"stomp-addr":      "listeners.stomp",
+	"http-addr":       "listeners.http",
+	"log-level":       "log.level",
+	"log-format":      "log.format",
+	"fsync":           "storage.fsync",
+	"ws-origin":       "websocket_origins",
+	"amqps-addr":      "listeners.amqps",
+	"mqtts-addr":      "listeners.mqtts",
+	"stomps-addr":     "listeners.stomps",
+	"https-addr":      "listeners.https",
+	"tls-cert":        "tls.cert_file",
+	"tls-key":         "tls.key_file",
+	"tls-ca":          "tls.ca_file",
+	"tls-client-auth": "tls.client_auth",
 }
 
 // listKeys are the keys whose environment values are comma-separated lists.
@@ -126,6 +154,14 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("log-format", d.Log.Format, "log format: text, json")
 	fs.String("fsync", d.Storage.Fsync, "fsync policy: always, interval, never")
 	fs.StringSlice("ws-origin", nil, "extra origins (host patterns) allowed to open WebSockets; repeatable")
+	fs.String("amqps-addr", d.Listeners.AMQPS, "AMQP over TLS listen address, with --tls-cert (empty: off)")
+	fs.String("mqtts-addr", d.Listeners.MQTTS, "MQTT over TLS listen address, with --tls-cert (empty: off)")
+	fs.String("stomps-addr", d.Listeners.STOMPS, "STOMP over TLS listen address, with --tls-cert (empty: off)")
+	fs.String("https-addr", d.Listeners.HTTPS, "HTTPS listen address (API, WSS), with --tls-cert (empty: off)")
+	fs.String("tls-cert", "", "PEM certificate (chain) of the TLS listeners; SIGHUP or a change on disk reloads it")
+	fs.String("tls-key", "", "PEM private key of --tls-cert")
+	fs.String("tls-ca", "", "PEM CAs that sign client certificates (mTLS)")
+	fs.String("tls-client-auth", d.TLS.ClientAuth, "client certificates: none, optional, required")
 }
 
 // envKey maps BOURSE_LISTENERS_AMQP to listeners.amqp and BOURSE_DATA_DIR to
@@ -136,7 +172,7 @@ func envKey(s string) string {
 	if strings.Contains(s, "__") {
 		return strings.ReplaceAll(s, "__", ".")
 	}
-	for _, sec := range []string{"listeners", "log", "auth", "storage", "limits"} {
+	for _, sec := range []string{"listeners", "log", "auth", "storage", "limits", "tls"} {
 		if strings.HasPrefix(s, sec+"_") {
 			return sec + "." + strings.TrimPrefix(s, sec+"_")
 		}
@@ -204,7 +240,8 @@ func Load(fs *pflag.FlagSet, environ func() []string) (Config, error) {
 
 // Validate checks the config and says what is wrong.
 func (c Config) Validate() error {
-	for name, addr := range map[string]string{"amqp": c.Listeners.AMQP, "mqtt": c.Listeners.MQTT, "stomp": c.Listeners.STOMP, "http": c.Listeners.HTTP} {
+	for name, addr := range map[string]string{"amqp": c.Listeners.AMQP, "mqtt": c.Listeners.MQTT, "stomp": c.Listeners.STOMP, "http": c.Listeners.HTTP,
+		"amqps": c.Listeners.AMQPS, "mqtts": c.Listeners.MQTTS, "stomps": c.Listeners.STOMPS, "https": c.Listeners.HTTPS} {
 		if addr == "" {
 			continue
 		}
@@ -239,6 +276,18 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxMessageBytes <= 0 {
 		return fmt.Errorf("limits.max_message_bytes must be positive")
+	}
+	switch c.TLS.ClientAuth {
+	case "", "none":
+	case "optional", "required":
+		if c.TLS.CAFile == "" {
+			return fmt.Errorf("tls.client_auth %s needs tls.ca_file", c.TLS.ClientAuth)
+		}
+	default:
+		return fmt.Errorf("tls.client_auth: %q is not one of none, optional, required", c.TLS.ClientAuth)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return fmt.Errorf("tls.cert_file and tls.key_file go together")
 	}
 	return nil
 }

@@ -99,3 +99,24 @@ func TestYAMLRoundTrip(t *testing.T) {
 		t.Fatalf("reloaded %+v %v", c, err)
 	}
 }
+
+func TestTLSValidation(t *testing.T) {
+	for _, c := range []struct {
+		mod  func(*Config)
+		fail bool
+	}{
+		{func(c *Config) {}, false},
+		{func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = "c.pem", "k.pem" }, false},
+		{func(c *Config) { c.TLS.CertFile = "c.pem" }, true},
+		{func(c *Config) { c.TLS.ClientAuth = "required" }, true},
+		{func(c *Config) { c.TLS.ClientAuth, c.TLS.CAFile = "required", "ca.pem" }, false},
+		{func(c *Config) { c.TLS.ClientAuth = "sometimes" }, true},
+		{func(c *Config) { c.Listeners.AMQPS = "nope" }, true},
+	} {
+		cfg := Default()
+		c.mod(&cfg)
+		if err := cfg.Validate(); (err != nil) != c.fail {
+			t.Errorf("%+v: %v", cfg.TLS, err)
+		}
+	}
+}
