@@ -23,48 +23,70 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-// binary builds ./cmd/bourse once per test run.
+var builds [2]build // [0] normal, [1] race
+
+// binary builds ./cmd/bourse once per test run: under the race detector
+// for tests, a normal build for benchmarks.
 func binary(t testing.TB) string {
+	race := true
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		race = false
+	}
+	return binaryBuild(t, race)
+}
+
+func binaryBuild(t testing.TB, race bool) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b := &builds[0]
+	args := []string{"build"}
+	if race {
+		b = &builds[1]
+		args = append(args, "-race")
+	}
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "bourse-e2e-bin")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "bourse")
-		// Tests run the broker under the race detector; benchmarks measure
-		// a normal build.
-		args := []string{"build", "-race", "-o", binPath, "../cmd/bourse"}
-		if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
-			args = []string{"build", "-o", binPath, "../cmd/bourse"}
-		}
-		cmd := exec.Command("go", args...)
+		b.path = filepath.Join(dir, "bourse")
+		cmd := exec.Command("go", append(args, "-o", b.path, "../cmd/bourse")...)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // Broker is one running bourse process.
 type Broker struct {
 	t       testing.TB
+	plain   bool // a normal build rather than the race build
 	dataDir string
 	args    []string
 	cmd     *exec.Cmd
 	log     *os.File
 	exited  chan struct{}
 	Addrs   map[string]string
+}
+
+// StartPlain is Start with a normal build of the broker: for tests that
+// measure its memory, which the race detector multiplies.
+func StartPlain(t testing.TB, extra ...string) *Broker {
+	t.Helper()
+	b := &Broker{t: t, dataDir: t.TempDir(), args: extra, plain: true}
+	b.start()
+	t.Cleanup(b.Stop)
+	return b
 }
 
 // Start runs bourse serve on free loopback ports with a fresh data dir.
@@ -89,7 +111,11 @@ func (b *Broker) start() {
 		t.Fatal(err)
 	}
 	b.log = logf
-	b.cmd = exec.Command(binary(t), args...)
+	bin := binary(t)
+	if b.plain {
+		bin = binaryBuild(t, false)
+	}
+	b.cmd = exec.Command(bin, args...)
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)

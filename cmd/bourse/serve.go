@@ -24,6 +24,7 @@ import (
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
+	"github.com/bourse-mq/bourse/internal/alarm"
 	"github.com/bourse-mq/bourse/internal/config"
 	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/internal/wiring"
@@ -146,6 +147,30 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
 		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers, Store: ms,
 	})
+	memLimit := cfg.Limits.MemoryLimitBytes
+	if memLimit == 0 && cfg.Limits.MemoryHighWatermark > 0 {
+		memLimit = int64(float64(alarm.TotalMemory()) * cfg.Limits.MemoryHighWatermark)
+	}
+	monitor := alarm.Start(alarm.Options{
+		MemoryLimit: memLimit, DiskFreeLimit: cfg.Limits.DiskFreeLimitBytes, Dir: cfg.DataDir,
+		Logger: log.With("component", "alarm"),
+		OnChange: func(mem, disk bool) {
+			reason := ""
+			switch {
+			case mem && disk:
+				reason = "memory and disk alarms"
+			case mem:
+				reason = "memory alarm"
+			case disk:
+				reason = "disk alarm"
+			}
+			for _, s := range []interface{ SetBlocked(bool, string) }{amqpSrv, mqttSrv, stompSrv} {
+				s.SetBlocked(mem || disk, reason)
+			}
+		},
+	})
+	defer monitor.Stop()
+	registerAlarmMetrics(reg, monitor)
 	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path
@@ -347,4 +372,22 @@ func registerJournalMetrics(reg *prometheus.Registry, j *durable.Store) {
 	counter("bourse_journal_bytes_total", "Bytes written to the message journal.", func(s durable.Stats) uint64 { return s.Bytes })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bourse_journal_segments", Help: "Segment files of the message journal."},
 		func() float64 { return float64(j.Stats().Segments) }))
+}
+
+func registerAlarmMetrics(reg *prometheus.Registry, m *alarm.Monitor) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge("bourse_alarm_memory", "1 while the memory alarm blocks publishers.", func() float64 { mem, _ := m.Alarms(); return b2f(mem) })
+	gauge("bourse_alarm_disk", "1 while the disk alarm blocks publishers.", func() float64 { _, disk := m.Alarms(); return b2f(disk) })
+	gauge("bourse_memory_used_bytes", "Memory the broker holds from the OS, as the memory alarm sees it.", func() float64 { return float64(m.Used()) })
+	gauge("bourse_memory_limit_bytes", "The memory alarm's threshold (0: off).", func() float64 { l, _ := m.Limits(); return float64(l) })
+	gauge("bourse_disk_free_bytes", "Free bytes on the data directory's file system.", func() float64 { return float64(m.Free()) })
+	gauge("bourse_disk_free_limit_bytes", "The disk alarm's threshold (0: off).", func() float64 { _, l := m.Limits(); return float64(l) })
 }

@@ -94,6 +94,15 @@ type Storage struct {
 type Limits struct {
 	MaxFrameBytes   int `koanf:"max_frame_bytes" yaml:"max_frame_bytes"`
 	MaxMessageBytes int `koanf:"max_message_bytes" yaml:"max_message_bytes"`
+	// MemoryHighWatermark is the memory alarm's threshold as a fraction of
+	// the machine's memory (RabbitMQ's vm_memory_high_watermark);
+	// MemoryLimitBytes, when set, is an absolute threshold instead. While
+	// the alarm holds, publishers are blocked.
+	MemoryHighWatermark float64 `koanf:"memory_high_watermark" yaml:"memory_high_watermark"`
+	MemoryLimitBytes    int64   `koanf:"memory_limit_bytes" yaml:"memory_limit_bytes"`
+	// DiskFreeLimitBytes blocks publishers while the data directory's file
+	// system has less free space (RabbitMQ's disk_free_limit); 0 = off.
+	DiskFreeLimitBytes int64 `koanf:"disk_free_limit_bytes" yaml:"disk_free_limit_bytes"`
 }
 
 // Default returns the embedded defaults: every listener on loopback.
@@ -107,11 +116,12 @@ func Default() Config {
 			HTTP:  "127.0.0.1:15672",
 			AMQPS: "127.0.0.1:5671", MQTTS: "127.0.0.1:8883", STOMPS: "127.0.0.1:61614", HTTPS: "127.0.0.1:15671",
 		},
-		TLS:              TLS{ClientAuth: "none"},
-		Log:              Log{Level: "info", Format: "text"},
-		Auth:             Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
-		Storage:          Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
-		Limits:           Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20},
+		TLS:     TLS{ClientAuth: "none"},
+		Log:     Log{Level: "info", Format: "text"},
+		Auth:    Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
+		Storage: Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
+		Limits: Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20,
+			MemoryHighWatermark: 0.4, DiskFreeLimitBytes: 50_000_000},
 		Heartbeat:        Duration(60 * time.Second),
 		WebSocketOrigins: []string{},
 	}
@@ -136,6 +146,8 @@ var flagKeys = map[string]string{
 	"tls-key":         "tls.key_file",
 	"tls-ca":          "tls.ca_file",
 	"tls-client-auth": "tls.client_auth",
+	"memory-limit":    "limits.memory_limit_bytes",
+	"disk-free-limit": "limits.disk_free_limit_bytes",
 }
 
 // listKeys are the keys whose environment values are comma-separated lists.
@@ -162,6 +174,8 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("tls-key", "", "PEM private key of --tls-cert")
 	fs.String("tls-ca", "", "PEM CAs that sign client certificates (mTLS)")
 	fs.String("tls-client-auth", d.TLS.ClientAuth, "client certificates: none, optional, required")
+	fs.Int64("memory-limit", 0, "memory alarm threshold in bytes (default: limits.memory_high_watermark of RAM)")
+	fs.Int64("disk-free-limit", d.Limits.DiskFreeLimitBytes, "disk alarm: block publishers below this many free bytes (0: off)")
 }
 
 // envKey maps BOURSE_LISTENERS_AMQP to listeners.amqp and BOURSE_DATA_DIR to
@@ -276,6 +290,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxMessageBytes <= 0 {
 		return fmt.Errorf("limits.max_message_bytes must be positive")
+	}
+	if c.Limits.MemoryHighWatermark < 0 || c.Limits.MemoryHighWatermark > 1 {
+		return fmt.Errorf("limits.memory_high_watermark: %v is not a fraction between 0 and 1", c.Limits.MemoryHighWatermark)
+	}
+	if c.Limits.MemoryLimitBytes < 0 || c.Limits.DiskFreeLimitBytes < 0 {
+		return fmt.Errorf("limits.memory_limit_bytes and limits.disk_free_limit_bytes must not be negative")
 	}
 	switch c.TLS.ClientAuth {
 	case "", "none":

@@ -27,6 +27,9 @@ type conn struct {
 	s   *Server
 	id  core.ConnID
 	raw net.Conn
+	// readStop is closed when reading ends (closeRead): it releases a
+	// reader parked by flow control.
+	readStop chan struct{}
 
 	// Facts of the CONNECT, written by the reader goroutine before the
 	// session exists (and so before any other goroutine reads them).
@@ -107,6 +110,7 @@ func newConn(s *Server, raw net.Conn, id core.ConnID) *conn {
 		raw:         raw,
 		inflight:    map[uint16]inflightRef{},
 		maxInflight: s.opts.MaxInflight,
+		readStop:    make(chan struct{}),
 	}
 	c.ackCond.L = &c.mu
 	c.wcond.L = &c.wmu
@@ -209,6 +213,7 @@ func (c *conn) closeRead() {
 	if !c.rclosed {
 		c.rclosed = true
 		_ = c.raw.SetReadDeadline(time.Now())
+		close(c.readStop)
 	}
 	c.wmu.Unlock()
 	c.mu.Lock()

@@ -240,6 +240,15 @@ func (h *bridge) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
 // PUBREL as it handles it, and a client that hangs up on that PUBREL must
 // not find the message requeued by the disconnect (QoS 2 is exactly once).
 func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Publish {
+		// Flow control: while a memory or disk alarm holds, a publishing
+		// connection's reader parks here, so nothing more is read from its
+		// socket (TCP then pushes back on the client).
+		if c := connOf(cl); c != nil && !h.s.gate.Wait(c.readStop) {
+			return pk, packets.ErrServerShuttingDown
+		}
+		return pk, nil
+	}
 	if t := pk.FixedHeader.Type; t == packets.Puback || t == packets.Pubrec {
 		if c := connOf(cl); c != nil {
 			c.settleOutbound(pk.PacketID, pk.ReasonCode)

@@ -56,6 +56,7 @@ type Server struct {
 	mochiStarted bool
 	mochiStopped bool
 
+	gate    netx.Gate        // shut while publishing is blocked (SetBlocked)
 	persist *persister       // nil without Options.Store
 	stored  []storage.Client // restored persistent sessions, for mochi
 }
@@ -107,6 +108,16 @@ func New(b *router.Broker, opts Options) *Server {
 
 // Name names the service.
 func (s *Server) Name() string { return "mqtt" }
+
+// SetBlocked blocks or unblocks publishing on every connection, for flow
+// control (memory or disk alarms): a blocked connection's reader stops at
+// its next PUBLISH and reads nothing more from the socket until unblocked.
+// Subscribers keep receiving (and acknowledging, if they publish nothing).
+func (s *Server) SetBlocked(blocked bool, reason string) {
+	if s.gate.Set(blocked, reason) {
+		s.log.Info("publishing flow control", "blocked", blocked, "reason", reason)
+	}
+}
 
 // startMochi starts mochi's housekeeping loop (session and will expiry,
 // $SYS) with the first connection.

@@ -91,3 +91,34 @@ func TestOfflineSessionQueueIsBounded(t *testing.T) {
 	}
 	c.none(200 * time.Millisecond)
 }
+
+// TestSetBlockedStopsPublishers: while blocked, a publisher's PUBLISH is
+// not read (no PUBACK, nothing routed); subscribers still receive; after
+// unblocking the publish goes through.
+func TestSetBlockedStopsPublishers(t *testing.T) {
+	ts := startServer(t, nil, Options{})
+	sub := dialV5(t, ts.addr, "sub", nil)
+	sub.subscribe(paho.SubscribeOptions{Topic: "flow/#", QoS: 1})
+	pub := dialV5(t, ts.addr, "pub", nil)
+	pub.publish(&paho.Publish{Topic: "flow/a", QoS: 1, Payload: []byte("before")})
+	if m := sub.next(); string(m.Payload) != "before" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	ts.s.SetBlocked(true, "memory alarm")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pub.c.Publish(t.Context(), &paho.Publish{Topic: "flow/b", QoS: 1, Payload: []byte("held")})
+	}()
+	select {
+	case <-done:
+		t.Fatal("PUBACK while blocked")
+	case <-time.After(300 * time.Millisecond):
+	}
+	sub.none(100 * time.Millisecond)
+	ts.s.SetBlocked(false, "")
+	if m := sub.next(); string(m.Payload) != "held" {
+		t.Fatalf("after unblock got %q", m.Payload)
+	}
+	<-done
+}

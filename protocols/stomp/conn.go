@@ -147,6 +147,11 @@ func (c *conn) handle(f *frame.Frame) (stop bool, err error) {
 	}
 	switch f.Command {
 	case frame.SEND:
+		// Flow control: while a memory or disk alarm holds, the reader
+		// parks here and reads nothing more from this socket.
+		if !c.s.gate.Wait(c.writerDone) {
+			return true, nil
+		}
 		return false, c.onSend(f) // receipts follow confirms
 	case frame.COMMIT:
 		return false, c.onCommit(f) // likewise

@@ -443,3 +443,35 @@ func TestQueueArgumentsMismatch(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// TestSetBlockedStopsSenders: while blocked, a SEND is not handled (no
+// RECEIPT); after unblocking it is.
+func TestSetBlockedStopsSenders(t *testing.T) {
+	e := start(t, Options{})
+	c := e.client()
+	sub, err := c.Subscribe("/queue/flow", gostomp.AckAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetBlocked(true, "disk alarm")
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send("/queue/flow", "text/plain", []byte("held"), gostomp.SendOpt.Receipt) }()
+	select {
+	case err := <-sent:
+		t.Fatalf("RECEIPT while blocked: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	e.srv.SetBlocked(false, "")
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-sub.C:
+		if string(m.Body) != "held" {
+			t.Fatalf("got %q", m.Body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("message not delivered after unblock")
+	}
+	unsubscribe(t, sub)
+}

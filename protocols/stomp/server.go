@@ -27,6 +27,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	closing   bool
 	wg        sync.WaitGroup // one per connection (its reader goroutine)
+
+	gate netx.Gate // shut while publishing is blocked (SetBlocked)
 }
 
 // New returns a STOMP server for broker b.
@@ -109,6 +111,15 @@ func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+}
+
+// SetBlocked blocks or unblocks publishing on every connection, for flow
+// control (memory or disk alarms): a blocked connection's reader stops at
+// its next SEND and reads nothing more until unblocked.
+func (s *Server) SetBlocked(blocked bool, reason string) {
+	if s.gate.Set(blocked, reason) {
+		s.log.Info("publishing flow control", "blocked", blocked, "reason", reason)
+	}
 }
 
 // Shutdown stops accepting, closes every connection (each gets an ERROR
