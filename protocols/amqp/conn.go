@@ -37,8 +37,9 @@ type conn struct {
 	frameMax        uint32
 	channelMax      uint16
 	heartbeat       time.Duration
-	capBlocked      bool // connection.blocked
-	capCancelNotify bool // consumer_cancel_notify
+	capBlocked      bool        // connection.blocked
+	finishing       atomic.Bool // the final flush: the writer keeps CloseTimeout's deadline
+	capCancelNotify bool        // consumer_cancel_notify
 
 	// Reader-owned.
 	chans       []*channel // by channel number
@@ -133,6 +134,7 @@ func (c *conn) finish(started bool) {
 	c.s.b.ConnectionClosed(c.id)
 	c.wakeStop()
 	if started {
+		c.finishing.Store(true)
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.CloseTimeout))
 		c.out.close()
 		<-c.writerDone

@@ -51,6 +51,10 @@ type Options struct {
 	// CloseTimeout bounds the wait for close-ok after the server sent
 	// connection.close, and the final flush of a closing connection [3s].
 	CloseTimeout time.Duration
+	// WriteTimeout bounds one write to a client: a consumer that stops
+	// reading its socket has its connection closed after it, instead of
+	// holding the broker's buffers for ever [30s].
+	WriteTimeout time.Duration
 	// Version is announced in the server-properties ["dev"].
 	Version string
 }
@@ -94,6 +98,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = 3 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
 	}
 	if o.Version == "" {
 		o.Version = "dev"

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 )
 
 func declareStream(t *testing.T, ch *amqp091.Channel, name string, extra amqp091.Table) {
@@ -293,5 +295,43 @@ func TestStreamRetentionMovesAReader(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("reader stalled at %d", last)
 		}
+	}
+}
+
+// TestSlowConsumerClosedAfterWriteTimeout: a consumer that stops reading
+// its socket has its connection closed after WriteTimeout; its
+// deliveries go back to the queue.
+func TestSlowConsumerClosedAfterWriteTimeout(t *testing.T) {
+	e := startServer(t, func(o *Options) { o.WriteTimeout = 300 * time.Millisecond })
+	_, ch := e.channel(t)
+	if _, err := ch.QueueDeclare("slow", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 64<<10)
+	for i := 0; i < 600; i++ {
+		if err := ch.Publish("", "slow", false, false, amqp091.Publishing{Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := dialRaw(t, e.addr)
+	r.handshake(0)
+	r.send(1, &wire.ChannelOpen{})
+	expectMethod[*wire.ChannelOpenOk](r)
+	r.send(1, &wire.BasicQos{PrefetchCount: 1000})
+	expectMethod[*wire.BasicQosOk](r)
+	r.send(1, &wire.BasicConsume{Queue: "slow"})
+	expectMethod[*wire.BasicConsumeOk](r)
+	// ... and never read again.
+	v, _ := e.b.VHost("/")
+	q, _ := v.Queue("slow", 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Stats().Consumers > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection of a consumer that stopped reading is still open")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := q.Stats(); st.Ready != 600 || st.Unacked != 0 {
+		t.Fatalf("after the close: %+v (want all 600 back, ready)", st)
 	}
 }

@@ -62,6 +62,9 @@ func (c *conn) writeLoop() {
 			case <-o.wake:
 			case now := <-tick:
 				if !dead && now.Sub(lastWrite) >= hb/2 {
+					if !c.finishing.Load() {
+						_ = c.nc.SetWriteDeadline(now.Add(c.s.opts.WriteTimeout))
+					}
 					err := wire.WriteHeartbeat(w.bw)
 					if err == nil {
 						err = w.bw.Flush()
@@ -81,6 +84,9 @@ func (c *conn) writeLoop() {
 		dead = dead || o.dead
 		o.mu.Unlock()
 
+		if !dead && !c.finishing.Load() {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		}
 		var n, nctl int
 		for i := range batch {
 			it := &batch[i]

@@ -186,6 +186,10 @@ type dedupKey struct {
 // maxDedup bounds the deduplication table; the oldest ids go first.
 const maxDedup = 1 << 20
 
+// dedupRebuildBytes bounds how much of a stream's tail is read at start to
+// remember recent message ids.
+const dedupRebuildBytes = 64 << 20
+
 // DefaultDedupWindow is how long a message id is remembered when the
 // stream does not set x-stream-dedup-window.
 const DefaultDedupWindow = 2 * time.Minute
@@ -208,7 +212,16 @@ func NewStream(cfg Config, hooks Hooks, log Log, logger *slog.Logger) *Queue {
 	if st.window > 0 {
 		now := q.hooks.Now()
 		from := log.OffsetAt(now.Add(-st.window))
-		for _, next := log.Bounds(); from < next; {
+		// Bound the work at start: at most dedupRebuildBytes from the tail
+		// (a busy stream's whole window could be gigabytes).
+		first, next := log.Bounds()
+		if _, bytes := log.Size(); next > first && bytes > dedupRebuildBytes {
+			avg := max(bytes/int64(next-first), 1)
+			if keep := uint64(dedupRebuildBytes / avg); next-from > keep {
+				from = next - keep
+			}
+		}
+		for from < next {
 			n, err := log.Read(from, 1<<20, func(_ uint64, ts time.Time, m *core.Message) {
 				if id := m.Props.MessageID; id != "" {
 					e := &dedupEntry{at: ts, done: true}
