@@ -67,26 +67,29 @@ func newServeCmd() *cobra.Command {
 			return err
 		}
 		readyFile, _ := cmd.Flags().GetString("ready-file")
-		log := newLogger(cfg.Log, cmd.ErrOrStderr())
+		log, level := newLogger(cfg.Log, cmd.ErrOrStderr())
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		return serve(ctx, cfg, log, readyFile)
+		reload := func() (config.Config, error) { return config.Load(cmd.Flags(), nil) }
+		return serve(ctx, cfg, log, readyFile, level, reload)
 	}
 	return cmd
 }
 
-func newLogger(c config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
-	var lvl slog.Level
+func newLogger(c config.Log, w interface{ Write([]byte) (int, error) }) (*slog.Logger, *slog.LevelVar) {
+	lvl := new(slog.LevelVar)
 	_ = lvl.UnmarshalText([]byte(c.Level))
 	o := &slog.HandlerOptions{Level: lvl}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
+		return slog.New(slog.NewJSONHandler(w, o)), lvl
 	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return slog.New(slog.NewTextHandler(w, o)), lvl
 }
 
 // serve runs the broker until ctx is done, then shuts down gracefully.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile string) error {
+// SIGHUP reloads the configuration's log level, memory and disk limits,
+// and the TLS certificate; everything else needs a restart.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile string, level *slog.LevelVar, reload func() (config.Config, error)) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -147,12 +150,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
 		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers, Store: ms,
 	})
-	memLimit := cfg.Limits.MemoryLimitBytes
-	if memLimit == 0 && cfg.Limits.MemoryHighWatermark > 0 {
-		memLimit = int64(float64(alarm.TotalMemory()) * cfg.Limits.MemoryHighWatermark)
-	}
 	monitor := alarm.Start(alarm.Options{
-		MemoryLimit: memLimit, DiskFreeLimit: cfg.Limits.DiskFreeLimitBytes, Dir: cfg.DataDir,
+		MemoryLimit: memoryLimit(cfg.Limits), DiskFreeLimit: cfg.Limits.DiskFreeLimitBytes, Dir: cfg.DataDir,
 		Logger: log.With("component", "alarm"),
 		OnChange: func(mem, disk bool) {
 			reason := ""
@@ -189,6 +188,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		}
 	}
 	var tlsCfg *tls.Config
+	var tlsCerts *netx.Certs
 	if cfg.TLS.CertFile != "" {
 		var certs *netx.Certs
 		tlsCfg, certs, err = netx.NewTLSConfig(netx.TLSOptions{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
@@ -196,18 +196,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		if err != nil {
 			return err
 		}
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for range hup {
-				if err := certs.Reload(); err != nil {
-					log.Error("TLS certificate not reloaded; the old one stays", "err", err)
-				} else {
-					log.Info("TLS certificate reloaded", "cert", cfg.TLS.CertFile)
-				}
-			}
-		}()
+		tlsCerts = certs
 	}
 	for _, l := range []struct {
 		addr string
@@ -259,7 +248,24 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 			}
 		}()
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupDone := make(chan struct{})
+	defer close(hupDone)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				onReload(log, level, reload, monitor, tlsCerts, cfg.TLS.CertFile)
+			case <-hupDone:
+				return
+			}
+		}
+	}()
 	ready.Store(true)
+	notifySystemd(log, "READY=1")
+	defer notifySystemd(log, "STOPPING=1")
 	if readyFile != "" {
 		if err := writeReadyFile(readyFile, addrs); err != nil {
 			log.Error("write ready file", "path", readyFile, "err", err)
@@ -291,6 +297,58 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// onReload applies what SIGHUP may change without a restart.
+func onReload(log *slog.Logger, level *slog.LevelVar, reload func() (config.Config, error), m *alarm.Monitor, certs *netx.Certs, certFile string) {
+	cfg, err := reload()
+	if err != nil {
+		log.Error("configuration not reloaded", "err", err)
+		return
+	}
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		log.Error("log level not reloaded", "err", err)
+	}
+	m.SetLimits(memoryLimit(cfg.Limits), cfg.Limits.DiskFreeLimitBytes)
+	if certs != nil {
+		if err := certs.Reload(); err != nil {
+			log.Error("TLS certificate not reloaded; the old one stays", "err", err)
+		}
+	}
+	mem, disk := m.Limits()
+	log.Info("configuration reloaded", "log_level", cfg.Log.Level, "memory_limit_bytes", mem, "disk_free_limit_bytes", disk, "tls_cert", certFile)
+}
+
+// memoryLimit is the memory alarm's threshold in bytes.
+func memoryLimit(l config.Limits) int64 {
+	if l.MemoryLimitBytes > 0 {
+		return l.MemoryLimitBytes
+	}
+	if l.MemoryHighWatermark > 0 {
+		return int64(float64(alarm.TotalMemory()) * l.MemoryHighWatermark)
+	}
+	return 0
+}
+
+// notifySystemd sends a state to systemd's notify socket (Type=notify
+// units); it does nothing outside systemd.
+func notifySystemd(log *slog.Logger, state string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:] // an abstract socket
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		log.Warn("systemd notify", "err", err)
+		return
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(state)); err != nil {
+		log.Warn("systemd notify", "err", err)
+	}
 }
 
 // basicAuth checks HTTP Basic credentials against the configured default

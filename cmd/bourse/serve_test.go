@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +29,9 @@ func TestServeProbesAndGracefulShutdown(t *testing.T) {
 	ready := filepath.Join(dir, "ready.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	go func() {
+		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready, new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+	}()
 
 	var addrs map[string]string
 	deadline := time.Now().Add(10 * time.Second)
@@ -81,14 +85,16 @@ func TestSecondServeOnSameDataDirFails(t *testing.T) {
 	defer cancel()
 	ready := filepath.Join(dir, "ready.json")
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	go func() {
+		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready, new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+	}()
 	for i := 0; i < 500; i++ {
 		if _, err := os.Stat(ready); err == nil {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	err := serve(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "")
+	err := serve(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "", new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
 	if err == nil || !strings.Contains(err.Error(), "another bourse") {
 		t.Fatalf("second serve on the same data dir: %v", err)
 	}
@@ -118,5 +124,51 @@ func TestPrintConfigAndVersion(t *testing.T) {
 	}
 	if _, err := run(t, "serve", "--log-level", "chatty", "--print-config"); err == nil {
 		t.Fatal("invalid log level accepted")
+	}
+}
+
+// TestSystemdNotifyAndReload: under systemd (NOTIFY_SOCKET) the broker
+// says READY=1 once serving and STOPPING=1 on the way out; SIGHUP reloads
+// the log level and the alarm limits.
+func TestSystemdNotifyAndReload(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "notify.sock")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0"}
+	reloaded := cfg
+	reloaded.Log.Level = "debug"
+	reloaded.Limits.MemoryLimitBytes = 1 << 40
+	level := new(slog.LevelVar)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "", level, func() (config.Config, error) { return reloaded, nil })
+	}()
+	buf := make([]byte, 64)
+	pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notify: %q %v", buf[:n], err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); level.Level() != slog.LevelDebug; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("log level not reloaded on SIGHUP")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	n, _, err = pc.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "STOPPING=1" {
+		t.Fatalf("notify on stop: %q %v", buf[:n], err)
 	}
 }

@@ -7,6 +7,7 @@ package alarm
 import (
 	"bufio"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
@@ -42,6 +43,8 @@ type Monitor struct {
 	memory     atomic.Bool
 	disk       atomic.Bool
 	used, free atomic.Int64
+	memLimit   atomic.Int64
+	diskLimit  atomic.Int64
 	stop       chan struct{}
 	done       chan struct{}
 	once       sync.Once
@@ -79,6 +82,8 @@ func Start(o Options) *Monitor {
 		debug.SetMemoryLimit(o.MemoryLimit * 85 / 100)
 	}
 	m := &Monitor{o: o, stop: make(chan struct{}), done: make(chan struct{})}
+	m.memLimit.Store(o.MemoryLimit)
+	m.diskLimit.Store(o.DiskFreeLimit)
 	m.sample()
 	go m.run()
 	return m
@@ -99,8 +104,20 @@ func (m *Monitor) Used() int64 { return m.used.Load() }
 // Free returns the data directory's free disk bytes at the last sample.
 func (m *Monitor) Free() int64 { return m.free.Load() }
 
-// Limits returns the configured limits.
-func (m *Monitor) Limits() (memory, diskFree int64) { return m.o.MemoryLimit, m.o.DiskFreeLimit }
+// Limits returns the limits in force.
+func (m *Monitor) Limits() (memory, diskFree int64) { return m.memLimit.Load(), m.diskLimit.Load() }
+
+// SetLimits changes the limits (configuration reload); the next sample
+// applies them.
+func (m *Monitor) SetLimits(memory, diskFree int64) {
+	m.memLimit.Store(memory)
+	m.diskLimit.Store(diskFree)
+	if memory > 0 {
+		debug.SetMemoryLimit(memory * 85 / 100)
+	} else {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
+}
 
 func (m *Monitor) run() {
 	defer close(m.done)
@@ -136,28 +153,28 @@ func diskFree(dir string) int64 {
 
 func (m *Monitor) sample() {
 	changed := false
-	if m.o.MemoryLimit > 0 {
-		used := memoryUsed()
-		m.used.Store(used)
-		on := m.memory.Load()
-		// Clear a little below the watermark, so the alarm does not flap.
-		if !on && used > m.o.MemoryLimit || on && used < m.o.MemoryLimit*95/100 {
+	memLimit, diskLimit := m.Limits()
+	used := memoryUsed()
+	m.used.Store(used)
+	if on := m.memory.Load(); memLimit > 0 || on {
+		// Clear a little below the watermark, so the alarm does not flap
+		// (and at once when the limit is lifted).
+		if !on && used > memLimit || on && (memLimit <= 0 || used < memLimit*95/100) {
 			m.memory.Store(!on)
 			changed = true
-			m.o.Logger.Warn("memory alarm", "set", !on, "used_bytes", used, "limit_bytes", m.o.MemoryLimit)
+			m.o.Logger.Warn("memory alarm", "set", !on, "used_bytes", used, "limit_bytes", memLimit)
 			if !on {
 				debug.FreeOSMemory() // give back what a collection can, at once
 			}
 		}
 	}
-	if m.o.DiskFreeLimit > 0 && m.o.Dir != "" {
+	if on := m.disk.Load(); (diskLimit > 0 || on) && m.o.Dir != "" {
 		free := diskFree(m.o.Dir)
 		m.free.Store(free)
-		on := m.disk.Load()
-		if free >= 0 && (!on && free < m.o.DiskFreeLimit || on && free > m.o.DiskFreeLimit) {
+		if free >= 0 && (!on && free < diskLimit || on && free > diskLimit) {
 			m.disk.Store(!on)
 			changed = true
-			m.o.Logger.Warn("disk alarm", "set", !on, "free_bytes", free, "limit_bytes", m.o.DiskFreeLimit)
+			m.o.Logger.Warn("disk alarm", "set", !on, "free_bytes", free, "limit_bytes", diskLimit)
 		}
 	}
 	if changed && m.o.OnChange != nil {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/bourse-mq/bourse/internal/config"
+)
+
+// TestDeployFiles checks deploy/: the Kubernetes manifests parse and probe
+// the broker's real paths, the systemd unit is a notify unit that reloads
+// on HUP, its YAML is a valid configuration, and every series the Grafana
+// dashboard and the alert rules use is one the broker exports.
+func TestDeployFiles(t *testing.T) {
+	root := filepath.Join("..", "..", "deploy")
+	// Kubernetes.
+	f, err := os.Open(filepath.Join(root, "kubernetes", "bourse.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	kinds := map[string]bool{}
+	for {
+		var doc struct {
+			Kind string `yaml:"kind"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							LivenessProbe struct {
+								HTTPGet struct{ Path string } `yaml:"httpGet"`
+							} `yaml:"livenessProbe"`
+							ReadinessProbe struct {
+								HTTPGet struct{ Path string } `yaml:"httpGet"`
+							} `yaml:"readinessProbe"`
+						} `yaml:"containers"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("kubernetes manifest: %v", err)
+		}
+		kinds[doc.Kind] = true
+		if doc.Kind == "StatefulSet" {
+			c := doc.Spec.Template.Spec.Containers[0]
+			if c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+				t.Errorf("probes: %+v", c)
+			}
+		}
+	}
+	for _, k := range []string{"StatefulSet", "Service", "ConfigMap"} {
+		if !kinds[k] {
+			t.Errorf("no %s in the manifests", k)
+		}
+	}
+	// systemd.
+	unit, err := os.ReadFile(filepath.Join(root, "systemd", "bourse.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "KillSignal=SIGTERM", "NoNewPrivileges=yes"} {
+		if !bytes.Contains(unit, []byte(want)) {
+			t.Errorf("systemd unit lacks %q", want)
+		}
+	}
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	config.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--config", filepath.Join(root, "systemd", "bourse.yaml")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(fs, func() []string { return nil }); err != nil {
+		t.Errorf("deploy/systemd/bourse.yaml: %v", err)
+	}
+
+	// Series used by the dashboard and the alerts exist.
+	dash, err := os.ReadFile(filepath.Join(root, "grafana", "bourse.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !json.Valid(dash) {
+		t.Fatal("grafana dashboard is not JSON")
+	}
+	alerts, err := os.ReadFile(filepath.Join(root, "prometheus", "bourse-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct{ Expr string } `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(alerts, &rules); err != nil || len(rules.Groups) == 0 {
+		t.Fatalf("alert rules: %v", err)
+	}
+	exported := scrapeMetrics(t)
+	series := regexp.MustCompile(`\b(?:bourse|process|go)_[a-z_]+`)
+	for _, src := range [][]byte{dash, alerts} {
+		for _, name := range series.FindAllString(string(src), -1) {
+			if !strings.Contains(exported, "\n"+name) && !strings.HasPrefix(exported, name) {
+				t.Errorf("%s is used in deploy/ but the broker does not export it", name)
+			}
+		}
+	}
+}
+
+// scrapeMetrics starts the broker and returns its /metrics.
+func scrapeMetrics(t *testing.T) string {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Listeners = config.Listeners{HTTP: "127.0.0.1:0"}
+	ready := filepath.Join(dir, "ready.json")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready, new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+	}()
+	defer func() { cancel(); <-done }()
+	var addrs map[string]string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(ready); err == nil && json.Unmarshal(b, &addrs) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("broker not ready")
+		}
+	}
+	resp, err := http.Get("http://" + addrs["http"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	http.DefaultClient.CloseIdleConnections()
+	return string(b)
+}
