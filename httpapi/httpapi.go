@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,7 +33,10 @@ type Server struct {
 	mux     *http.ServeMux
 	srv     *http.Server
 	closing chan struct{} // closed when Shutdown starts (ends long polls)
+	metrics atomic.Pointer[handlerBox]
 }
+
+type handlerBox struct{ h http.Handler }
 
 // New builds the HTTP service with /healthz, /livez, /readyz and /metrics.
 func New(opts Options) *Server {
@@ -60,7 +64,8 @@ func New(opts Options) *Server {
 		}
 		ok(w, r)
 	})
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{ErrorLog: slogErrorLog{opts.Logger}}))
+	s.metrics.Store(&handlerBox{promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{ErrorLog: slogErrorLog{opts.Logger}})})
+	s.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { s.metrics.Load().h.ServeHTTP(w, r) })
 	s.srv = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bourse-mq/bourse/core"
@@ -56,16 +57,28 @@ type Options struct {
 	Meta     MetaStore    // nil: topology is not persisted
 	Messages MessageStore // nil: messages are not persisted
 	Streams  StreamStore  // nil: streams cannot be declared
+	// OnConfirm, when set, is told how long each confirm of a message that
+	// had to reach the disk took (publish to durable).
+	OnConfirm func(time.Duration)
 	// QueueMemoryBytes bounds the bodies of ready persistent messages a
 	// durable queue keeps in memory (queue.Config.MemoryBytes); 0 = none.
 	QueueMemoryBytes int64
 	Now              func() time.Time
 }
 
+// Stats count what the broker routed, across vhosts.
+type Stats struct {
+	Published  uint64 // messages published (each once, however many queues took it)
+	Unroutable uint64 // published messages no queue took
+	Confirmed  uint64 // publisher confirms given (positive)
+}
+
 // Broker is the set of vhosts.
 type Broker struct {
 	opts Options
 	log  *slog.Logger
+
+	published, unroutable, confirmed atomic.Uint64
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost
@@ -82,6 +95,11 @@ func New(opts Options) *Broker {
 	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
 	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)
 	return b
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return Stats{Published: b.published.Load(), Unroutable: b.unroutable.Load(), Confirmed: b.confirmed.Load()}
 }
 
 // VHost returns the named vhost.

@@ -3,6 +3,7 @@ package router
 import (
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router/queue"
@@ -100,7 +101,30 @@ func (v *VHost) Publish(m *core.Message, o PublishOptions) (PublishResult, error
 	v.routeLocked(ex, m, s, false)
 	v.mu.RUnlock()
 
-	return v.enqueue(m, s, o), nil
+	b := v.b
+	b.published.Add(1)
+	if o.Confirm != nil {
+		confirm := o.Confirm
+		timed := b.opts.OnConfirm != nil && m.Persistent()
+		var t0 time.Time
+		if timed {
+			t0 = time.Now()
+		}
+		o.Confirm = func(err error) {
+			if err == nil {
+				b.confirmed.Add(1)
+			}
+			if timed {
+				b.opts.OnConfirm(time.Since(t0))
+			}
+			confirm(err)
+		}
+	}
+	r := v.enqueue(m, s, o)
+	if r.Unroutable() {
+		b.unroutable.Add(1)
+	}
+	return r, nil
 }
 
 // routeLocked collects the queues m reaches from ex into s.queues.

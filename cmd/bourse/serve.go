@@ -102,9 +102,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	fsyncs := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "bourse_fsync_seconds",
+		Help: "Time each fsync took, by log.", Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}, []string{"log"})
+	confirms := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "bourse_confirm_seconds",
+		Help: "Time from publish to confirm for messages that had to reach the disk.", Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)})
+	reg.MustRegister(fsyncs, confirms)
 	journal, recovered, err := durable.Open(filepath.Join(cfg.DataDir, "journal"), durable.Options{
 		Fsync: cfg.Storage.Fsync, FsyncInterval: cfg.Storage.FsyncInterval.D(), Logger: log.With("component", "journal"),
-		LazyRecovery: true,
+		LazyRecovery: true, OnFsync: func(d time.Duration) { fsyncs.WithLabelValues("journal").Observe(d.Seconds()) },
 	})
 	if err != nil {
 		return err
@@ -118,13 +124,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	}()
 	streams, err := stream.Open(filepath.Join(cfg.DataDir, "streams"), stream.Options{
 		Fsync: cfg.Storage.Fsync, Interval: cfg.Storage.FsyncInterval.D(), Logger: log.With("component", "streams"),
+		OnFsync: func(d time.Duration) { fsyncs.WithLabelValues("stream").Observe(d.Seconds()) },
 	})
 	if err != nil {
 		return err
 	}
 	defer streams.Close()
 	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams),
-		QueueMemoryBytes: cfg.Storage.QueueMemoryBytes})
+		QueueMemoryBytes: cfg.Storage.QueueMemoryBytes,
+		OnConfirm:        func(d time.Duration) { confirms.Observe(d.Seconds()) }})
 	if err := broker.Restore(defs); err != nil {
 		return err
 	}
@@ -132,7 +140,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	restoreMessages(broker, journal, recovered, log)
 
 	var ready atomic.Bool
-	reg := prometheus.NewRegistry()
 	registerJournalMetrics(reg, journal)
 	web := httpapi.New(httpapi.Options{Logger: log, Ready: ready.Load, Registry: reg})
 	a := cfg.Auth
@@ -170,6 +177,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	})
 	defer monitor.Stop()
 	registerAlarmMetrics(reg, monitor)
+	web.MountMetrics(httpapi.MetricsOptions{Broker: broker, Registry: reg, Prefix: cfg.MetricsPrefix,
+		Protocols: map[string]httpapi.ProtocolStats{"amqp": amqpSrv, "mqtt": mqttSrv, "stomp": stompSrv}})
 	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path

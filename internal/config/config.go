@@ -33,6 +33,9 @@ type Config struct {
 	WebSocketOrigins []string `koanf:"websocket_origins" yaml:"websocket_origins"`
 	// Heartbeat is the AMQP heartbeat the server proposes.
 	Heartbeat Duration `koanf:"heartbeat" yaml:"heartbeat"`
+	// MetricsPrefix names the metric families of /metrics: "bourse" or
+	// "rabbitmq" (RabbitMQ's names, for its dashboards); ?prefix= overrides.
+	MetricsPrefix string `koanf:"metrics_prefix" yaml:"metrics_prefix"`
 	// TLS, when cert_file is set, opens the TLS listeners (listeners.amqps,
 	// mqtts, stomps, https).
 	TLS TLS `koanf:"tls" yaml:"tls"`
@@ -116,10 +119,11 @@ func Default() Config {
 			HTTP:  "127.0.0.1:15672",
 			AMQPS: "127.0.0.1:5671", MQTTS: "127.0.0.1:8883", STOMPS: "127.0.0.1:61614", HTTPS: "127.0.0.1:15671",
 		},
-		TLS:     TLS{ClientAuth: "none"},
-		Log:     Log{Level: "info", Format: "text"},
-		Auth:    Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
-		Storage: Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
+		TLS:           TLS{ClientAuth: "none"},
+		MetricsPrefix: "bourse",
+		Log:           Log{Level: "info", Format: "text"},
+		Auth:          Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
+		Storage:       Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
 		Limits: Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20,
 			MemoryHighWatermark: 0.4, DiskFreeLimitBytes: 50_000_000},
 		Heartbeat:        Duration(60 * time.Second),
@@ -290,6 +294,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxMessageBytes <= 0 {
 		return fmt.Errorf("limits.max_message_bytes must be positive")
+	}
+	if c.MetricsPrefix != "bourse" && c.MetricsPrefix != "rabbitmq" {
+		return fmt.Errorf("metrics_prefix: %q is not one of bourse, rabbitmq", c.MetricsPrefix)
 	}
 	if c.Limits.MemoryHighWatermark < 0 || c.Limits.MemoryHighWatermark > 1 {
 		return fmt.Errorf("limits.memory_high_watermark: %v is not a fraction between 0 and 1", c.Limits.MemoryHighWatermark)

@@ -609,14 +609,16 @@ func (c *conn) openChannel(id uint16, m wire.Method) *amqpError {
 		c.chans = chans
 	}
 	c.chans[id] = newChannel(c, id)
+	c.s.channels.Add(1)
 	c.out.pushMethod(id, &wire.ChannelOpenOk{})
 	return nil
 }
 
 // freeChannel releases a channel number after close/close-ok.
 func (c *conn) freeChannel(id uint16) {
-	if int(id) < len(c.chans) {
+	if int(id) < len(c.chans) && c.chans[id] != nil {
 		c.chans[id] = nil
+		c.s.channels.Add(-1)
 	}
 }
 
@@ -630,6 +632,7 @@ func (c *conn) cleanupChannels() {
 		if ch != nil {
 			ch.teardown()
 			c.chans[i] = nil
+			c.s.channels.Add(-1)
 		}
 	}
 }

@@ -131,6 +131,7 @@ type Server struct {
 	wg          sync.WaitGroup // one per connection
 
 	setBlockedMu sync.Mutex // serialises SetBlocked calls
+	channels     atomic.Int64
 }
 
 // New returns a server for broker b.
@@ -214,6 +215,14 @@ func (s *Server) untrack(c *conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// Stats reports the open connections and channels, for metrics.
+func (s *Server) Stats() (connections, channels int) {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return n, int(s.channels.Load())
 }
 
 func (s *Server) snapshot() []*conn {

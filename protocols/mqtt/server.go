@@ -109,6 +109,14 @@ func New(b *router.Broker, opts Options) *Server {
 // Name names the service.
 func (s *Server) Name() string { return "mqtt" }
 
+// Stats reports the open connections (MQTT and STOMP have no channels: a
+// connection counts as one, as RabbitMQ counts them).
+func (s *Server) Stats() (connections, channels int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns), len(s.conns)
+}
+
 // SetBlocked blocks or unblocks publishing on every connection, for flow
 // control (memory or disk alarms): a blocked connection's reader stops at
 // its next PUBLISH and reads nothing more from the socket until unblocked.

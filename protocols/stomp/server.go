@@ -113,6 +113,14 @@ func (s *Server) forget(c *conn) {
 	s.mu.Unlock()
 }
 
+// Stats reports the open connections (MQTT and STOMP have no channels: a
+// connection counts as one, as RabbitMQ counts them).
+func (s *Server) Stats() (connections, channels int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns), len(s.conns)
+}
+
 // SetBlocked blocks or unblocks publishing on every connection, for flow
 // control (memory or disk alarms): a blocked connection's reader stops at
 // its next SEND and reads nothing more until unblocked.

@@ -30,6 +30,7 @@ type Log interface {
 	// StoreOffset and QueryOffset keep named readers' next offsets.
 	StoreOffset(name string, next uint64)
 	QueryOffset(name string) (uint64, bool)
+	NamedOffsets() map[string]uint64
 	// Size reports segments and bytes on disk.
 	Size() (segments int, bytes int64)
 }

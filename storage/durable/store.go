@@ -52,6 +52,8 @@ type Options struct {
 	FsyncInterval time.Duration
 	SegmentBytes  int64 // roll to a new segment past this size [64 MiB]
 	Logger        *slog.Logger
+	// OnFsync, when set, is told how long each fsync of the journal took.
+	OnFsync func(time.Duration)
 	// LazyRecovery returns recovered messages without their bodies
 	// (Recovered.Paged): queues load them with Load when they deliver, so
 	// a journal far larger than memory recovers in bounded memory.
@@ -407,7 +409,11 @@ func (s *Store) writer() {
 			dirty = true
 		}
 		if err == nil && dirty && (s.opts.Fsync == FsyncAlways || closing || s.syncDue()) {
+			t0 := time.Now()
 			if err = s.file.Sync(); err == nil {
+				if s.opts.OnFsync != nil {
+					s.opts.OnFsync(time.Since(t0))
+				}
 				dirty = false
 				s.lastSync = time.Now()
 				s.mu.Lock()

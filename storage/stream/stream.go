@@ -30,6 +30,7 @@ type Options struct {
 	Fsync    string        // always (default), interval, never
 	Interval time.Duration // for interval
 	Logger   *slog.Logger
+	OnFsync  func(time.Duration) // told how long each fsync took
 }
 
 // Store is the set of stream logs under one directory.
@@ -88,6 +89,7 @@ func (s *Store) OpenStream(vhost, name string, cfg Config) (*Log, error) {
 		Fsync:        s.opts.Fsync,
 		Interval:     s.opts.Interval,
 		Logger:       s.opts.Logger.With("vhost", vhost, "stream", name),
+		OnFsync:      s.opts.OnFsync,
 	})
 	if err != nil {
 		return nil, err

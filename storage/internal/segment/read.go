@@ -360,6 +360,17 @@ func (l *Log) StoreOffset(name string, next uint64) {
 	l.mu.Unlock()
 }
 
+// NamedOffsets returns every named reader's stored next offset.
+func (l *Log) NamedOffsets() map[string]uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make(map[string]uint64, len(l.offsets))
+	for k, v := range l.offsets {
+		out[k] = v
+	}
+	return out
+}
+
 // QueryOffset returns the stored next offset of the named reader.
 func (l *Log) QueryOffset(name string) (uint64, bool) {
 	l.mu.RLock()

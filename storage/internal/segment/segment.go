@@ -56,6 +56,8 @@ type Options struct {
 	IndexInterval int64
 	Logger        *slog.Logger
 	Now           func() time.Time
+	// OnFsync, when set, is told how long each fsync took.
+	OnFsync func(time.Duration)
 }
 
 func (o *Options) defaults() {
@@ -580,8 +582,12 @@ func (l *Log) syncActive() error {
 	if !l.unsynced {
 		return nil
 	}
+	t0 := time.Now()
 	if err := l.active().f.Sync(); err != nil {
 		return err
+	}
+	if l.opts.OnFsync != nil {
+		l.opts.OnFsync(time.Since(t0))
 	}
 	l.unsynced = false
 	return nil
