@@ -24,6 +24,7 @@ import (
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
+	"github.com/bourse-mq/bourse/httpapi/mgmt"
 	"github.com/bourse-mq/bourse/internal/alarm"
 	"github.com/bourse-mq/bourse/internal/config"
 	"github.com/bourse-mq/bourse/internal/netx"
@@ -179,6 +180,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	registerAlarmMetrics(reg, monitor)
 	web.MountMetrics(httpapi.MetricsOptions{Broker: broker, Registry: reg, Prefix: cfg.MetricsPrefix,
 		Protocols: map[string]httpapi.ProtocolStats{"amqp": amqpSrv, "mqtt": mqttSrv, "stomp": stompSrv}})
+	var listeners atomic.Pointer[[]mgmt.Listener]
+	web.Handle("/api/", mgmt.New(mgmt.Options{Broker: broker, Auth: configAuth{a}, Node: monitor, Version: versionString(),
+		Listeners: func() []mgmt.Listener {
+			if l := listeners.Load(); l != nil {
+				return *l
+			}
+			return nil
+		}}))
 	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path
@@ -243,6 +252,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		running = append(running, bound{l.svc, ln, name})
 	}
 
+	var ls []mgmt.Listener
+	for _, b := range running {
+		proto := b.name
+		if ssl, ok := map[string]string{"amqps": "amqp/ssl", "mqtts": "mqtt/ssl", "stomps": "stomp/ssl"}[b.name]; ok {
+			proto = ssl
+		}
+		ls = append(ls, mgmt.Listener{Protocol: proto, Addr: b.ln.Addr().String()})
+	}
+	listeners.Store(&ls)
 	errc := make(chan error, len(running))
 	var wg sync.WaitGroup
 	addrs := map[string]string{}
@@ -358,6 +376,21 @@ func notifySystemd(log *slog.Logger, state string) {
 	if _, err := c.Write([]byte(state)); err != nil {
 		log.Warn("systemd notify", "err", err)
 	}
+}
+
+// configAuth authenticates the management API against the configured
+// default user (administrator), loopback users only from loopback.
+type configAuth struct{ a config.Auth }
+
+func (c configAuth) AuthenticateHTTP(user, pass, remote string) ([]string, error) {
+	if subtle.ConstantTimeCompare([]byte(user), []byte(c.a.DefaultUser)) != 1 ||
+		subtle.ConstantTimeCompare([]byte(pass), []byte(c.a.DefaultPass)) != 1 {
+		return nil, errors.New("login failed")
+	}
+	if slices.Contains(c.a.LoopbackUsers, user) && !netx.IsLoopback(remote) {
+		return nil, errors.New("user may only connect from loopback")
+	}
+	return []string{"administrator"}, nil
 }
 
 // basicAuth checks HTTP Basic credentials against the configured default

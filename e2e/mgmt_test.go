@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	rabbithole "github.com/michaelklishin/rabbit-hole/v3"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// TestManagementAPIWithRabbitHole drives the management API with
+// rabbit-hole, RabbitMQ's Go client, unchanged.
+func TestManagementAPIWithRabbitHole(t *testing.T) {
+	br := Start(t)
+	rh, err := rabbithole.NewClient("http://"+br.Addrs["http"], "guest", "guest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(res *http.Response, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode/100 != 2 {
+			t.Fatalf("status %s", res.Status)
+		}
+	}
+	ov, err := rh.Overview()
+	if err != nil || ov.Node == "" || len(ov.Listeners) < 4 {
+		t.Fatalf("overview: %+v %v", ov, err)
+	}
+	if me, err := rh.Whoami(); err != nil || me.Name != "guest" {
+		t.Fatalf("whoami: %+v %v", me, err)
+	}
+	if nodes, err := rh.ListNodes(); err != nil || len(nodes) != 1 || !nodes[0].IsRunning {
+		t.Fatalf("nodes: %+v %v", nodes, err)
+	}
+
+	must(rh.PutVhost("orders", rabbithole.VhostSettings{}))
+	vhs, err := rh.ListVhosts()
+	if err != nil || len(vhs) != 2 {
+		t.Fatalf("vhosts: %+v %v", vhs, err)
+	}
+	must(rh.DeclareExchange("orders", "events", rabbithole.ExchangeSettings{Type: "topic", Durable: true}))
+	if x, err := rh.GetExchange("orders", "events"); err != nil || x.Type != "topic" || !x.Durable {
+		t.Fatalf("exchange: %+v %v", x, err)
+	}
+	must(rh.DeclareQueue("orders", "invoices", rabbithole.QueueSettings{Durable: true, Arguments: map[string]any{"x-max-length": 1000}}))
+	must(rh.DeclareQueue("orders", "history", rabbithole.QueueSettings{Type: "stream", Durable: true}))
+	must(rh.DeclareBinding("orders", rabbithole.BindingInfo{Source: "events", Destination: "invoices", DestinationType: "queue", RoutingKey: "invoice.*"}))
+	must(rh.DeclareBinding("orders", rabbithole.BindingInfo{Source: "events", Destination: "history", DestinationType: "queue", RoutingKey: "#"}))
+
+	// Traffic over AMQP moves the counts the API shows.
+	conn, err := amqp.Dial("amqp://guest:guest@" + br.Addrs["amqp"] + "/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	ch.Confirm(false)
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 5))
+	for i := 0; i < 5; i++ {
+		ch.Publish("events", "invoice.created", false, false, amqp.Publishing{Body: []byte("i")})
+	}
+	for i := 0; i < 5; i++ {
+		<-confirms
+	}
+	q, err := rh.GetQueue("orders", "invoices")
+	if err != nil || q.Messages != 5 || q.MessagesReady != 5 || !q.Durable {
+		t.Fatalf("queue: %+v %v", q, err)
+	}
+	s, err := rh.GetQueue("orders", "history")
+	if err != nil || s.Type != "stream" || s.Messages != 5 {
+		t.Fatalf("stream: %+v %v", s, err)
+	}
+	qs, err := rh.ListQueuesIn("orders")
+	if err != nil || len(qs) != 2 {
+		t.Fatalf("queues: %+v %v", qs, err)
+	}
+	bs, err := rh.ListQueueBindingsBetween("orders", "events", "invoices")
+	if err != nil || len(bs) != 1 || bs[0].RoutingKey != "invoice.*" {
+		t.Fatalf("queue bindings: %+v %v", bs, err)
+	}
+	if all, _ := rh.ListQueueBindings("orders", "invoices"); len(all) != 2 { // the default exchange's too, as RabbitMQ
+		t.Fatalf("all bindings of the queue: %+v", all)
+	}
+	// Get for debugging, requeueing.
+	req, _ := http.NewRequest("POST", "http://"+br.Addrs["http"]+"/api/queues/orders/invoices/get",
+		strings.NewReader(`{"count":2,"ackmode":"ack_requeue_true","encoding":"auto"}`))
+	req.SetBasicAuth("guest", "guest")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if len(got) != 2 || got[0]["payload"] != "i" {
+		t.Fatalf("get: %v", got)
+	}
+	must(rh.PurgeQueue("orders", "invoices"))
+	if q, _ := rh.GetQueue("orders", "invoices"); q.Messages != 0 {
+		t.Fatalf("after purge: %d", q.Messages)
+	}
+
+	// Definitions: export, delete, import back.
+	defs, err := rh.ListDefinitions()
+	if err != nil || defs.Queues == nil || len(*defs.Queues) != 2 || len(*defs.Bindings) != 2 {
+		t.Fatalf("definitions: %+v %v", defs, err)
+	}
+	must(rh.DeleteBinding("orders", bs[0]))
+	must(rh.DeleteQueue("orders", "invoices"))
+	must(rh.DeleteExchange("orders", "events"))
+	if _, err := rh.GetQueue("orders", "invoices"); err == nil {
+		t.Fatal("queue still there after delete")
+	}
+	must(rh.UploadDefinitions(defs))
+	if q, err := rh.GetQueue("orders", "invoices"); err != nil || q.Arguments["x-max-length"] != float64(1000) {
+		t.Fatalf("after import: %+v %v", q, err)
+	}
+	if bs, _ := rh.ListQueueBindingsBetween("orders", "events", "invoices"); len(bs) != 1 {
+		t.Fatalf("bindings after import: %+v", bs)
+	}
+
+	// Health checks.
+	if st, err := rh.HealthCheckAlarms(); err != nil || st.Status != "ok" {
+		t.Fatalf("alarms check: %+v %v", st, err)
+	}
+	if st, err := rh.HealthCheckVirtualHosts(); err != nil || st.Status != "ok" {
+		t.Fatalf("vhosts check: %+v %v", st, err)
+	}
+	if st, err := rh.HealthCheckProtocolListener(rabbithole.AMQP091); err != nil || st.Status != "ok" {
+		t.Fatalf("protocol listener check: %+v %v", st, err)
+	}
+	if st, err := rh.HealthCheckProtocolListener(rabbithole.AMQP10); err == nil && st.Status == "ok" {
+		t.Fatalf("AMQP 1.0 listener reported: %+v", st)
+	}
+	must(rh.DeleteVhost("orders"))
+
+	// Errors: bad credentials, unknown objects.
+	bad, _ := rabbithole.NewClient("http://"+br.Addrs["http"], "guest", "wrong")
+	if _, err := bad.Overview(); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	resp, _ = http.Get("http://" + br.Addrs["http"] + "/api/overview")
+	if resp.StatusCode != 401 {
+		t.Fatalf("no credentials: %d", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("GET", "http://"+br.Addrs["http"]+"/api/queues/%2F/nosuch", nil)
+	req.SetBasicAuth("guest", "guest")
+	resp, _ = http.DefaultClient.Do(req)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 404 || !strings.Contains(string(b), `"error"`) {
+		t.Fatalf("unknown queue: %d %s", resp.StatusCode, b)
+	}
+}
