@@ -63,6 +63,7 @@ done
 check cli-amqp-tools bash interop/cli_amqp_tools.sh
 check cli-mosquitto bash interop/cli_mosquitto.sh
 check browser-stomp-websocket env ARTIFACTS="$PWD/interop/artifacts" node interop/web/browser_test.mjs
+check browser-console env ARTIFACTS="$PWD/interop/artifacts" node interop/web/console_test.mjs
 
 echo "$pass passed, $fail failed"
 if [ "$fail" -gt 0 ]; then

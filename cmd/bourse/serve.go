@@ -24,6 +24,7 @@ import (
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
+	"github.com/bourse-mq/bourse/httpapi/console"
 	"github.com/bourse-mq/bourse/httpapi/mgmt"
 	"github.com/bourse-mq/bourse/internal/alarm"
 	"github.com/bourse-mq/bourse/internal/config"
@@ -188,6 +189,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 			}
 			return nil
 		}}))
+	web.Handle("/console/", console.Handler("/console/"))
+	web.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusFound))
 	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path
