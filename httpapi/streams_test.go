@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/wiring"
@@ -61,8 +62,14 @@ func TestStreamEndpointRetentionAndErrors(t *testing.T) {
 	}
 	c := streamclient.New(srv.URL, "guest", "guest")
 	ctx := context.Background()
-	_, err := c.Fetch(ctx, "/", "s", streamclient.From(0), streamclient.Options{})
+	var err error
 	var oor *streamclient.OutOfRangeError
+	// Retention runs just after the last batch is confirmed.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err = c.Fetch(ctx, "/", "s", streamclient.From(0), streamclient.Options{}); errors.As(err, &oor) {
+			break
+		}
+	}
 	if !errors.As(err, &oor) || oor.Earliest == 0 || oor.Tail != 200 {
 		t.Fatalf("offset 0 after retention: %v", err)
 	}

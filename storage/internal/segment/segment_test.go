@@ -194,6 +194,8 @@ func TestRetentionBySizeAndAge(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		appendSync(t, l, msg(i))
 	}
+	// Retention runs right after a batch's appends resolve.
+	eventually(t, func() bool { first, _ := l.Bounds(); return first > 0 })
 	first, next := l.Bounds()
 	_, bytes := l.Size()
 	if first == 0 || next != 200 || bytes > 5<<10 {
@@ -219,6 +221,7 @@ func TestRetentionBySizeAndAge(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	mu.Unlock()
 	appendSync(t, l2, msg(50))
+	eventually(t, func() bool { first, _ := l2.Bounds(); return first >= 40 })
 	if first, next := l2.Bounds(); next != 51 || first < 40 {
 		t.Fatalf("age retention: first=%d next=%d", first, next)
 	}
@@ -351,5 +354,14 @@ func BenchmarkAppend1KiB(b *testing.B) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
 	}
 }
