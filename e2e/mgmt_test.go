@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	rabbithole "github.com/michaelklishin/rabbit-hole/v3"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -138,6 +139,58 @@ func TestManagementAPIWithRabbitHole(t *testing.T) {
 	if st, err := rh.HealthCheckProtocolListener(rabbithole.AMQP10); err == nil && st.Status == "ok" {
 		t.Fatalf("AMQP 1.0 listener reported: %+v", st)
 	}
+	// Connections of every protocol are listed and can be closed, each
+	// in its protocol's way.
+	if _, err := ch.Consume("invoices", "mgmt-consumer", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := rh.ListConsumers()
+	if err != nil || len(cs) != 1 || cs[0].ConsumerTag != "mgmt-consumer" || cs[0].Queue.Name != "invoices" || cs[0].AcknowledgementMode != rabbithole.ManualAcknowledgement {
+		t.Fatalf("consumers: %+v %v", cs, err)
+	}
+	amqpClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	mc, _ := br.MQTT5(t, "mgmt-mqtt")
+	sc := br.STOMP(t)
+	_ = mc
+	conns, err := rh.ListConnections()
+	if err != nil {
+		t.Fatal(err)
+	}
+	protos := map[string]string{}
+	for _, c := range conns {
+		protos[c.Protocol] = c.Name
+	}
+	for _, p := range []string{"AMQP 0-9-1", "MQTT 5.0", "STOMP 1.2"} {
+		if protos[p] == "" {
+			t.Fatalf("no %s connection in %+v", p, conns)
+		}
+	}
+	if c, err := rh.GetConnection(protos["AMQP 0-9-1"]); err != nil || c.User != "guest" || c.Channels < 1 {
+		t.Fatalf("get connection: %+v %v", c, err)
+	}
+	must(rh.CloseConnection(protos["AMQP 0-9-1"]))
+	select {
+	case e := <-amqpClosed:
+		if e == nil || e.Code != 320 {
+			t.Fatalf("AMQP close: %v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AMQP connection not closed")
+	}
+	must(rh.CloseConnection(protos["STOMP 1.2"]))
+	must(rh.CloseConnection(protos["MQTT 5.0"]))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left, _ := rh.ListConnections()
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connections left after closing: %+v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = sc
 	must(rh.DeleteVhost("orders"))
 
 	// Errors: bad credentials, unknown objects.

@@ -79,6 +79,7 @@ type Broker struct {
 	log  *slog.Logger
 
 	published, unroutable, confirmed atomic.Uint64
+	connReg                          connRegistry
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost

@@ -48,8 +48,20 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request, p principal, part
 			return
 		}
 	case "vhosts":
+		if len(parts) == 3 && parts[2] == "connections" && get {
+			a.listConns(w, parts[1])
+			return
+		}
 		a.vhosts(w, r, parts[1:])
 		return
+	case "connections":
+		a.connections(w, r, parts[1:])
+		return
+	case "consumers":
+		if get && n <= 2 {
+			a.consumers(w, parts[1:])
+			return
+		}
 	case "exchanges":
 		a.exchanges(w, r, parts[1:])
 		return
@@ -99,6 +111,10 @@ func (a *API) totals() (queues, exchanges, consumers, ready, unacked int, publis
 func (a *API) overview(w http.ResponseWriter) {
 	queues, exchanges, consumers, ready, unacked, _, delivered, acked, redelivered := a.totals()
 	bs := a.o.Broker.Stats()
+	conns, chans := 0, 0
+	for _, c := range a.o.Broker.Conns() {
+		conns, chans = conns+1, chans+c.Stats().Channels
+	}
 	var listeners []map[string]any
 	for _, l := range a.o.Listeners() {
 		host, port, _ := net.SplitHostPort(l.Addr)
@@ -109,7 +125,7 @@ func (a *API) overview(w http.ResponseWriter) {
 		"management_version": a.o.Version, "rabbitmq_version": "3.13.0", "product_name": "Bourse", "product_version": a.o.Version,
 		"erlang_version": runtime.Version(), "statistics_level": "fine", "cluster_name": "bourse", "node": a.node,
 		"exchange_types": []map[string]string{{"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"}},
-		"object_totals":  map[string]int{"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": 0, "channels": 0},
+		"object_totals":  map[string]int{"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": conns, "channels": chans},
 		"queue_totals":   map[string]int{"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
 		"message_stats": map[string]uint64{"publish": bs.Published, "confirm": bs.Confirmed, "return_unroutable": bs.Unroutable,
 			"deliver_get": delivered, "ack": acked, "redeliver": redelivered},
@@ -127,6 +143,88 @@ func (a *API) nodeInfo() map[string]any {
 		info["disk_free"], info["disk_free_limit"], info["disk_free_alarm"] = n.Free(), dl, disk
 	}
 	return info
+}
+
+// ---- connections and consumers ----
+
+func (a *API) connJSON(c *router.Conn) map[string]any {
+	i := c.Info
+	peerHost, peerPort, _ := net.SplitHostPort(i.Peer)
+	host, port, _ := net.SplitHostPort(i.Local)
+	pp, _ := strconv.Atoi(peerPort)
+	lp, _ := strconv.Atoi(port)
+	return map[string]any{"name": i.Name, "node": a.node, "type": "network", "state": "running", "protocol": i.Protocol,
+		"user": i.User, "vhost": i.VHost, "peer_host": peerHost, "peer_port": pp, "host": host, "port": lp,
+		"ssl": i.Transport == "tls", "transport": i.Transport, "channels": c.Stats().Channels,
+		"connected_at": i.Connected.UnixMilli(), "client_properties": map[string]any{"connection_name": i.ClientID}}
+}
+
+func (a *API) listConns(w http.ResponseWriter, vhost string) {
+	out := []any{}
+	for _, c := range a.o.Broker.Conns() {
+		if vhost == "" || c.Info.VHost == vhost {
+			out = append(out, a.connJSON(c))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) connections(w http.ResponseWriter, r *http.Request, parts []string) {
+	switch {
+	case len(parts) == 0 && r.Method == http.MethodGet:
+		a.listConns(w, "")
+	case len(parts) == 1:
+		var found *router.Conn
+		for _, c := range a.o.Broker.Conns() {
+			if c.Info.Name == parts[0] {
+				found = c
+			}
+		}
+		if found == nil {
+			writeError(w, http.StatusNotFound, "not_found", "Object Not Found")
+			return
+		}
+		switch r.Method {
+		case http.MethodGet:
+			writeJSON(w, http.StatusOK, a.connJSON(found))
+		case http.MethodDelete:
+			reason := r.Header.Get("X-Reason")
+			if reason == "" {
+				reason = "closed via management API"
+			}
+			if err := a.o.Broker.CloseConn(parts[0], reason); err != nil {
+				writeCoreError(w, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			methodNotAllowed(w, "GET", "DELETE")
+		}
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "Object Not Found")
+	}
+}
+
+func (a *API) consumers(w http.ResponseWriter, parts []string) {
+	names, ok := a.vhostNames(parts, w)
+	if !ok {
+		return
+	}
+	out := []any{}
+	for _, vn := range names {
+		v, _ := a.o.Broker.VHost(vn)
+		if v == nil {
+			continue
+		}
+		for _, q := range v.Queues() {
+			for _, s := range q.Subscriptions() {
+				out = append(out, map[string]any{"consumer_tag": s.Tag, "queue": map[string]string{"name": q.Name(), "vhost": vn},
+					"ack_required": !s.NoAck, "prefetch_count": s.Prefetch, "exclusive": s.Exclusive, "active": true,
+					"activity_status": "up", "priority": s.Priority, "arguments": map[string]any{}})
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // ---- vhosts ----

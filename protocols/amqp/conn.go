@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -37,9 +38,12 @@ type conn struct {
 	frameMax        uint32
 	channelMax      uint16
 	heartbeat       time.Duration
-	capBlocked      bool        // connection.blocked
-	finishing       atomic.Bool // the final flush: the writer keeps CloseTimeout's deadline
-	capCancelNotify bool        // consumer_cancel_notify
+	capBlocked      bool         // connection.blocked
+	clientName      string       // connection_name client property
+	unregister      func()       // from the broker's connection registry
+	nchans          atomic.Int32 // open channels, for the management API
+	finishing       atomic.Bool  // the final flush: the writer keeps CloseTimeout's deadline
+	capCancelNotify bool         // consumer_cancel_notify
 
 	// Reader-owned.
 	chans       []*channel // by channel number
@@ -131,6 +135,9 @@ var errClientClose = errors.New("client closed the connection")
 // per-connection state, then the writer, then the socket.
 func (c *conn) finish(started bool) {
 	c.cleanupChannels()
+	if c.unregister != nil {
+		c.unregister()
+	}
 	c.s.b.ConnectionClosed(c.id)
 	c.wakeStop()
 	if started {
@@ -307,6 +314,7 @@ func (c *conn) handshake() error {
 	if !ok {
 		return errorf(wire.CommandInvalid, m, "expected connection.start-ok, got %s", m.Name())
 	}
+	c.clientName, _ = so.ClientProperties["connection_name"].(string)
 	if caps, ok := so.ClientProperties["capabilities"].(wire.Table); ok {
 		c.capBlocked, _ = caps["connection.blocked"].(bool)
 		c.capCancelNotify, _ = caps["consumer_cancel_notify"].(bool)
@@ -358,18 +366,36 @@ func (c *conn) handshake() error {
 		return errorf(wire.NotAllowed, op, "vhost '%s' not found", name)
 	}
 	c.vhost, c.vhostName = v, name
-	c.out.pushMethod(0, &wire.ConnectionOpenOk{})
 	_ = c.nc.SetDeadline(time.Time{})
 
+	// opened is set before open-ok goes out: a Shutdown racing with a
+	// client that has just seen open-ok must send connection.close, not
+	// drop the socket.
 	c.bmu.Lock()
 	c.opened = true
+	c.out.pushMethod(0, &wire.ConnectionOpenOk{})
 	if c.blocked && c.capBlocked && !c.notified {
 		c.notified = true
 		c.out.pushMethod(0, &wire.ConnectionBlocked{Reason: c.blockReason})
 	}
 	c.bmu.Unlock()
+	c.unregister = c.s.b.RegisterConn(router.ConnInfo{
+		Name: c.nc.RemoteAddr().String() + " -> " + c.nc.LocalAddr().String(), Protocol: "AMQP 0-9-1",
+		Transport: transportOf(c.nc), User: c.user, VHost: name, Peer: c.nc.RemoteAddr().String(),
+		Local: c.nc.LocalAddr().String(), ClientID: c.clientName,
+	}, func(reason string) {
+		c.closeWith(errorf(wire.ConnectionForced, nil, "broker forced connection closure with reason '%s'", reason))
+	}, func() router.ConnStats { return router.ConnStats{Channels: int(c.nchans.Load())} })
 	c.log.Debug("connection opened", "user", user, "vhost", name)
 	return nil
+}
+
+// transportOf names a connection's transport for the management API.
+func transportOf(nc net.Conn) string {
+	if _, ok := nc.(*tls.Conn); ok {
+		return "tls"
+	}
+	return "tcp"
 }
 
 // tune checks the client's tune-ok against the server's proposal.
@@ -610,6 +636,7 @@ func (c *conn) openChannel(id uint16, m wire.Method) *amqpError {
 	}
 	c.chans[id] = newChannel(c, id)
 	c.s.channels.Add(1)
+	c.nchans.Add(1)
 	c.out.pushMethod(id, &wire.ChannelOpenOk{})
 	return nil
 }
@@ -619,6 +646,7 @@ func (c *conn) freeChannel(id uint16) {
 	if int(id) < len(c.chans) && c.chans[id] != nil {
 		c.chans[id] = nil
 		c.s.channels.Add(-1)
+		c.nchans.Add(-1)
 	}
 }
 
@@ -633,6 +661,7 @@ func (c *conn) cleanupChannels() {
 			ch.teardown()
 			c.chans[i] = nil
 			c.s.channels.Add(-1)
+			c.nchans.Add(-1)
 		}
 	}
 }

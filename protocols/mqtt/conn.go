@@ -29,7 +29,9 @@ type conn struct {
 	raw net.Conn
 	// readStop is closed when reading ends (closeRead): it releases a
 	// reader parked by flow control.
-	readStop chan struct{}
+	readStop   chan struct{}
+	transport  string // tcp, tls, websocket
+	unregister func() // from the broker's connection registry (reader goroutine)
 
 	// Facts of the CONNECT, written by the reader goroutine before the
 	// session exists (and so before any other goroutine reads them).

@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/bourse-mq/bourse/internal/netx"
+	"github.com/bourse-mq/bourse/router"
 )
 
 // bridge is the mochi hook through which Bourse takes over everything that
@@ -105,6 +106,18 @@ func (h *bridge) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	c.mu.Lock()
 	c.maxInflight = limit
 	c.mu.Unlock()
+	version := "MQTT 3.1.1"
+	switch cl.Properties.ProtocolVersion {
+	case 5:
+		version = "MQTT 5.0"
+	case 3:
+		version = "MQTT 3.1"
+	}
+	c.unregister = h.s.b.RegisterConn(router.ConnInfo{
+		Name: c.raw.RemoteAddr().String() + " -> " + c.raw.LocalAddr().String(), Protocol: version,
+		Transport: c.transport, User: c.user, VHost: c.vhost.Name(), Peer: c.raw.RemoteAddr().String(),
+		Local: c.raw.LocalAddr().String(), ClientID: c.clientID,
+	}, func(string) { c.kill(packets.ErrAdministrativeAction) }, func() router.ConnStats { return router.ConnStats{Channels: 1} })
 	c.sess.startConsumers(c)
 }
 

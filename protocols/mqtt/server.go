@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,6 +207,12 @@ func (s *Server) WebSocketHandler() http.Handler {
 // the connection's reader: mochi reads, decodes and handles packets in it.
 func (s *Server) serveConn(nc net.Conn, listener string) {
 	c := newConn(s, nc, nextConnID())
+	c.transport = "tcp"
+	if listener == "ws" {
+		c.transport = "websocket"
+	} else if _, ok := nc.(*tls.Conn); ok {
+		c.transport = "tls"
+	}
 	if !s.track(c) {
 		_ = nc.Close()
 		return
@@ -225,6 +232,9 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 		c.disconnected(errors.Join(err, errConnAborted), expire)
 	}
 	c.finish()
+	if c.unregister != nil {
+		c.unregister()
+	}
 	s.b.ConnectionClosed(c.id)
 	if err != nil {
 		s.log.Debug("connection closed", "conn", c.id, "client", c.clientID, "remote", nc.RemoteAddr().String(), "err", err)

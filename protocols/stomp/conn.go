@@ -69,6 +69,7 @@ type conn struct {
 	subs map[string]*subscription
 
 	deliveries atomic.Uint64 // delivery numbers for message-ids
+	unregister func()        // from the broker's connection registry
 	confirms   pendingConfirms
 }
 
@@ -238,6 +239,9 @@ func (c *conn) cleanup() {
 		s.stop()
 	}
 	c.txs = nil
+	if c.unregister != nil {
+		c.unregister()
+	}
 	c.s.b.ConnectionClosed(c.id)
 	c.s.forget(c)
 }
@@ -297,6 +301,12 @@ func (c *conn) onConnect(f *frame.Frame) error {
 	c.session = newSessionID()
 	hdr = append(hdr, frame.Session, c.session)
 	c.version, c.user, c.vh = v, login, vh
+	c.unregister = c.s.b.RegisterConn(router.ConnInfo{
+		Name: c.t.remoteAddr() + " -> " + localAddr(c.t), Protocol: "STOMP " + v.String(), Transport: transportName(c.t),
+		User: login, VHost: host, Peer: c.t.remoteAddr(), Local: localAddr(c.t),
+	}, func(reason string) {
+		c.out.push(errorItem(protoErr("Connection forced", "The broker closed the connection: %s", reason), ""))
+	}, func() router.ConnStats { return router.ConnStats{Channels: 1} })
 	c.rd.SetVersion(v)
 	c.log = c.log.With("user", login, "vhost", host)
 	c.out.push(outItem{f: frame.New(frame.CONNECTED, hdr...), connected: &ci, size: 256})

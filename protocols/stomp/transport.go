@@ -3,6 +3,7 @@ package stomp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -158,4 +159,23 @@ func (t *wsTransport) Close() error {
 		_ = t.c.CloseNow()
 	})
 	return nil
+}
+
+// transportName names a transport for the management API.
+func transportName(t transport) string {
+	if tt, ok := t.(*tcpTransport); ok {
+		if _, tls := tt.nc.(*tls.Conn); tls {
+			return "tls"
+		}
+		return "tcp"
+	}
+	return "websocket"
+}
+
+// localAddr is the broker's end of a TCP transport ("" for WebSocket).
+func localAddr(t transport) string {
+	if tt, ok := t.(*tcpTransport); ok {
+		return tt.nc.LocalAddr().String()
+	}
+	return ""
 }

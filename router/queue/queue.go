@@ -900,6 +900,17 @@ func (q *Queue) onIdle() {
 	}
 }
 
+// Subscriptions returns the options of every subscription (for listings).
+func (q *Queue) Subscriptions() []ConsumeOptions {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]ConsumeOptions, len(q.subs))
+	for i, s := range q.subs {
+		out[i] = s.opts
+	}
+	return out
+}
+
 // Consumers returns the number of subscriptions.
 func (q *Queue) Consumers() int {
 	q.mu.Lock()
