@@ -63,6 +63,17 @@ try {
   const bodies = await page.$$eval("#record-table tbody tr td:nth-child(4)", (tds) => tds.map((t) => t.textContent));
   if (bodies.join("|") !== "first event|second event|third event") throw new Error(`stream bodies ${bodies}`);
   await page.screenshot({ path: path.join(artifacts, "console-stream.png") });
+  // Connections: an MQTT client shows up and is closed from the console.
+  const mqttMod = await import("mqtt");
+  const mc = mqttMod.default.connect(`ws://${process.env.HTTP_ADDR}/mqtt`, { clientId: "console-device", username: "guest", password: "guest", protocolVersion: 5, reconnectPeriod: 0 });
+  await new Promise((res, rej) => { mc.on("connect", res); mc.on("error", rej); });
+  const closed = new Promise((res) => mc.on("close", res));
+  await page.goto(base + "/console/#connections");
+  await page.waitForSelector('#connection-table td:text-is("MQTT 5.0")');
+  page.on("dialog", (d) => d.accept());
+  await page.click('#connection-table tbody tr:has(td:text-is("MQTT 5.0")) button:text-is("Close")');
+  await Promise.race([closed, new Promise((_, rej) => setTimeout(() => rej(new Error("MQTT client not closed")), 10000))]);
+  mc.end(true);
   // Overview with live numbers.
   await page.goto(base + "/console/#overview");
   await page.waitForFunction(() => document.querySelector("#totals").textContent.includes("Queues"));

@@ -39,7 +39,7 @@ $('#login').addEventListener('submit', async e => {
 });
 
 // ---- tabs ----
-const loaders = { overview: loadOverview, queues: loadQueues, exchanges: loadExchanges, bindings: loadBindings, publish: () => {}, stream: () => {} };
+const loaders = { overview: loadOverview, queues: loadQueues, exchanges: loadExchanges, bindings: loadBindings, connections: loadConnections, publish: () => {}, stream: () => {} };
 function route() {
   if (!auth) return showLogin();
   const tab = (location.hash || '#overview').slice(1);
@@ -76,7 +76,7 @@ $$('table.sortable').forEach(tbl => tbl.addEventListener('click', e => {
   t.key = th.dataset.key;
   drawTable(tbl.id);
 }));
-['queue', 'exchange', 'binding'].forEach(n => $('#' + n + '-filter').addEventListener('input', () => drawTable(n + '-table')));
+['queue', 'exchange', 'binding', 'connection'].forEach(n => $('#' + n + '-filter').addEventListener('input', () => drawTable(n + '-table')));
 
 function td(text, cls) { const c = document.createElement('td'); c.textContent = text ?? ''; if (cls) c.className = cls; return c; }
 function button(label, fn) {
@@ -180,6 +180,16 @@ async function loadExchanges() {
 async function loadBindings() {
   const bs = await api('bindings');
   renderTable('binding-table', bs.map(b => ({ ...b, source: b.source || '(default)' })), b => [td(b.vhost), td(b.source), td(b.destination_type), td(b.destination), td(b.routing_key)], 'binding-filter');
+}
+
+async function loadConnections() {
+  const cs = await api('connections');
+  renderTable('connection-table', cs, c => [td(c.name), td(c.protocol), td(c.transport), td(c.user), td(c.vhost), td(c.channels, 'num'),
+    button('Close', async () => {
+      if (!confirm('Close ' + c.name + '?')) return;
+      await api('connections/' + enc(c.name), { method: 'DELETE', headers: { 'X-Reason': 'closed from the console' } });
+      setTimeout(loadConnections, 300);
+    })], 'connection-filter');
 }
 
 // ---- publish ----
