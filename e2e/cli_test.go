@@ -75,6 +75,18 @@ func TestCLIDeclareListDefinitions(t *testing.T) {
 	if q, err := ch.QueueDeclarePassive("payments", true, false, false, false, amqp.Table{"x-queue-type": "stream"}); err != nil || q.Messages != 1 {
 		t.Fatalf("imported stream after a publish: %+v %v", q, err)
 	}
+	if out, err := bourseCLI(t, fresh, "publish", "hello", "--key", "invoices", "--property", "message_id=m1"); err != nil || !strings.Contains(out, "routed") {
+		t.Fatalf("publish: %v %s", err, out)
+	}
+	if out, err := bourseCLI(t, fresh, "get", "invoices", "--ack"); err != nil || !strings.Contains(out, "invoices\thello") {
+		t.Fatalf("get: %v %s", err, out)
+	}
+	if out, err := bourseCLI(t, fresh, "publish", "lost", "--key", "nowhere"); err == nil || !strings.Contains(out, "no queue took it") {
+		t.Fatalf("unroutable publish: %v %s", err, out)
+	}
+	if out, err := bourseCLI(t, fresh, "status"); err != nil || !strings.Contains(out, "listener") || !strings.Contains(out, "2 queues") {
+		t.Fatalf("status: %v %s", err, out)
+	}
 	if out, err := bourseCLI(t, fresh, "delete", "queue", "invoices"); err != nil || !strings.Contains(out, "deleted") {
 		t.Fatalf("delete: %v %s", err, out)
 	}

@@ -293,3 +293,142 @@ func newDeleteCmd() *cobra.Command {
 	cmd.Flags().String("vhost", "/", "virtual host")
 	return cmd
 }
+
+func newStatusCmd() *cobra.Command {
+	c := &apiClient{}
+	var asJSON bool
+	cmd := &cobra.Command{Use: "status", Short: "show the broker's node, listeners, totals and alarms", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := c.do("GET", "overview", nil)
+			if err != nil {
+				return err
+			}
+			nb, err := c.do("GET", "nodes", nil)
+			if err != nil {
+				return err
+			}
+			var ov struct {
+				Node         string           `json:"node"`
+				Version      string           `json:"product_version"`
+				ObjectTotals map[string]int   `json:"object_totals"`
+				QueueTotals  map[string]int   `json:"queue_totals"`
+				Listeners    []map[string]any `json:"listeners"`
+			}
+			var nodes []map[string]any
+			if err := json.Unmarshal(b, &ov); err != nil {
+				return err
+			}
+			if err := json.Unmarshal(nb, &nodes); err != nil || len(nodes) == 0 {
+				return fmt.Errorf("unexpected /api/nodes answer")
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"overview": json.RawMessage(b), "node": nodes[0]})
+			}
+			n := nodes[0]
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "node        %s (Bourse %s), up %.0f s\n", ov.Node, ov.Version, toF(n["uptime"])/1000)
+			fmt.Fprintf(w, "memory      %.0f MiB of %.0f MiB limit%s\n", toF(n["mem_used"])/(1<<20), toF(n["mem_limit"])/(1<<20), alarmText(n["mem_alarm"]))
+			fmt.Fprintf(w, "disk free   %.0f MiB (limit %.0f MiB)%s\n", toF(n["disk_free"])/(1<<20), toF(n["disk_free_limit"])/(1<<20), alarmText(n["disk_free_alarm"]))
+			fmt.Fprintf(w, "objects     %d connections, %d queues, %d exchanges, %d consumers\n",
+				ov.ObjectTotals["connections"], ov.ObjectTotals["queues"], ov.ObjectTotals["exchanges"], ov.ObjectTotals["consumers"])
+			fmt.Fprintf(w, "messages    %d ready, %d unacknowledged\n", ov.QueueTotals["messages_ready"], ov.QueueTotals["messages_unacknowledged"])
+			for _, l := range ov.Listeners {
+				fmt.Fprintf(w, "listener    %-10v %v:%v\n", l["protocol"], l["ip_address"], l["port"])
+			}
+			return nil
+		}}
+	addAPIFlags(cmd, c)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func toF(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
+
+func alarmText(v any) string {
+	if b, _ := v.(bool); b {
+		return "  ALARM: publishers blocked"
+	}
+	return ""
+}
+
+func newPublishCmd() *cobra.Command {
+	c := &apiClient{}
+	var vhost, exchange, key string
+	var props []string
+	cmd := &cobra.Command{Use: "publish BODY", Short: "publish a message through the API (for tests and debugging)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if exchange == "" {
+				exchange = "amq.default"
+			}
+			p := map[string]any{}
+			for _, kv := range props {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--property %q: want key=value", kv)
+				}
+				if n, err := strconv.Atoi(v); err == nil && (k == "delivery_mode" || k == "priority") {
+					p[k] = n
+				} else {
+					p[k] = v
+				}
+			}
+			b, err := c.do("POST", "exchanges/"+url.PathEscape(vhost)+"/"+url.PathEscape(exchange)+"/publish",
+				map[string]any{"routing_key": key, "payload": a[0], "payload_encoding": "string", "properties": p})
+			if err != nil {
+				return err
+			}
+			var res struct{ Routed bool }
+			_ = json.Unmarshal(b, &res)
+			if !res.Routed {
+				return fmt.Errorf("published, but no queue took it (exchange %q, key %q)", exchange, key)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "routed")
+			return nil
+		}}
+	addAPIFlags(cmd, c)
+	cmd.Flags().StringVar(&vhost, "vhost", "/", "virtual host")
+	cmd.Flags().StringVar(&exchange, "exchange", "", "exchange (default: the default exchange)")
+	cmd.Flags().StringVar(&key, "key", "", "routing key")
+	cmd.Flags().StringArrayVar(&props, "property", nil, "property key=value (content_type, message_id, delivery_mode …); repeatable")
+	return cmd
+}
+
+func newGetCmd() *cobra.Command {
+	c := &apiClient{}
+	var vhost string
+	var count int
+	var ack bool
+	cmd := &cobra.Command{Use: "get QUEUE", Short: "take messages from a queue through the API (requeued unless --ack)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			mode := "ack_requeue_true"
+			if ack {
+				mode = "ack_requeue_false"
+			}
+			b, err := c.do("POST", "queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(a[0])+"/get",
+				map[string]any{"count": count, "ackmode": mode, "encoding": "auto"})
+			if err != nil {
+				return err
+			}
+			var msgs []map[string]any
+			if err := json.Unmarshal(b, &msgs); err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				fmt.Fprintf(cmd.OutOrStdout(), "%v\t%v\n", m["routing_key"], m["payload"])
+			}
+			if len(msgs) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "(queue empty)")
+			}
+			return nil
+		}}
+	addAPIFlags(cmd, c)
+	cmd.Flags().StringVar(&vhost, "vhost", "/", "virtual host")
+	cmd.Flags().IntVarP(&count, "count", "n", 1, "how many")
+	cmd.Flags().BoolVar(&ack, "ack", false, "remove them (default: requeue)")
+	return cmd
+}
