@@ -210,21 +210,15 @@ func (a *API) consumers(w http.ResponseWriter, parts []string) {
 	if !ok {
 		return
 	}
-	out := []any{}
-	for _, vn := range names {
-		v, _ := a.o.Broker.VHost(vn)
-		if v == nil {
-			continue
-		}
+	a.listIn(w, names, func(vn string, v *router.VHost, add func(any)) {
 		for _, q := range v.Queues() {
 			for _, s := range q.Subscriptions() {
-				out = append(out, map[string]any{"consumer_tag": s.Tag, "queue": map[string]string{"name": q.Name(), "vhost": vn},
+				add(map[string]any{"consumer_tag": s.Tag, "queue": map[string]string{"name": q.Name(), "vhost": vn},
 					"ack_required": !s.NoAck, "prefetch_count": s.Prefetch, "exclusive": s.Exclusive, "active": true,
 					"activity_status": "up", "priority": s.Priority, "arguments": map[string]any{}})
 			}
 		}
-	}
-	writeJSON(w, http.StatusOK, out)
+	})
 }
 
 // ---- vhosts ----
@@ -303,6 +297,17 @@ func (a *API) vhostNames(parts []string, w http.ResponseWriter) ([]string, bool)
 	return []string{parts[0]}, true
 }
 
+// listIn answers a listing across the named vhosts.
+func (a *API) listIn(w http.ResponseWriter, names []string, each func(vn string, v *router.VHost, add func(any))) {
+	out := []any{}
+	for _, vn := range names {
+		if v, err := a.o.Broker.VHost(vn); err == nil {
+			each(vn, v, func(x any) { out = append(out, x) })
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func (a *API) exchanges(w http.ResponseWriter, r *http.Request, parts []string) {
 	if len(parts) <= 1 {
 		if r.Method != http.MethodGet {
@@ -313,17 +318,11 @@ func (a *API) exchanges(w http.ResponseWriter, r *http.Request, parts []string) 
 		if !ok {
 			return
 		}
-		out := []any{}
-		for _, vn := range names {
-			v, _ := a.o.Broker.VHost(vn)
-			if v == nil {
-				continue
-			}
+		a.listIn(w, names, func(vn string, v *router.VHost, add func(any)) {
 			for _, e := range v.Exchanges() {
-				out = append(out, exchangeJSON(vn, e))
+				add(exchangeJSON(vn, e))
 			}
-		}
-		writeJSON(w, http.StatusOK, out)
+		})
 		return
 	}
 	v := a.vhost(w, parts[0])
@@ -451,17 +450,11 @@ func (a *API) queues(w http.ResponseWriter, r *http.Request, parts []string) {
 		if !ok {
 			return
 		}
-		out := []any{}
-		for _, vn := range names {
-			v, _ := a.o.Broker.VHost(vn)
-			if v == nil {
-				continue
-			}
+		a.listIn(w, names, func(vn string, v *router.VHost, add func(any)) {
 			for _, q := range v.Queues() {
-				out = append(out, queueJSON(vn, q, a.node))
+				add(queueJSON(vn, q, a.node))
 			}
-		}
-		writeJSON(w, http.StatusOK, out)
+		})
 		return
 	}
 	v := a.vhost(w, parts[0])
@@ -572,17 +565,11 @@ func (a *API) bindings(w http.ResponseWriter, r *http.Request, parts []string) {
 		if !ok {
 			return
 		}
-		out := []any{}
-		for _, vn := range names {
-			v, _ := a.o.Broker.VHost(vn)
-			if v == nil {
-				continue
-			}
+		a.listIn(w, names, func(vn string, v *router.VHost, add func(any)) {
 			for _, b := range v.Bindings() {
-				out = append(out, bindingJSON(vn, b))
+				add(bindingJSON(vn, b))
 			}
-		}
-		writeJSON(w, http.StatusOK, out)
+		})
 		return
 	}
 	// /bindings/{vhost}/e/{src}/{q|e}/{dst}[/{props}]
