@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 10s
 GOTESTFLAGS ?=
 
-.PHONY: build run test lint fuzz e2e interop clean
+.PHONY: build run test lint fuzz e2e interop demo clean
 
 build:
 	$(GO) build -o $(BIN)/bourse ./cmd/bourse
@@ -42,6 +42,11 @@ e2e:
 # Clients in other languages against the real binary (installs Debian packages).
 interop:
 	bash interop/run.sh
+
+# The demo as local processes: Bourse, the payment/order/communication
+# services, sensors and the dashboard at http://127.0.0.1:8080/.
+demo:
+	bash deploy/demo/run.sh
 
 clean:
 	rm -rf $(BIN)

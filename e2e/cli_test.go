@@ -90,6 +90,12 @@ func TestCLIDeclareListDefinitions(t *testing.T) {
 	if out, err := bourseCLI(t, fresh, "delete", "queue", "invoices"); err != nil || !strings.Contains(out, "deleted") {
 		t.Fatalf("delete: %v %s", err, out)
 	}
+	if out, err := exec.Command(binary(t), "healthcheck", "--url", "http://"+fresh.Addrs["http"]+"/healthz").CombinedOutput(); err != nil {
+		t.Fatalf("healthcheck: %v %s", err, out)
+	}
+	if out, err := exec.Command(binary(t), "healthcheck", "--url", "http://127.0.0.1:1/healthz").CombinedOutput(); err == nil {
+		t.Fatalf("healthcheck of nothing passed: %s", out)
+	}
 	// A broker that is not there: a clear error, not a stack.
 	raw, err := exec.Command(binary(t), "list", "queues", "--url", "http://127.0.0.1:1").CombinedOutput()
 	if err == nil || !strings.Contains(string(raw), "cannot reach the broker") || strings.Contains(string(raw), "goroutine") {

@@ -174,6 +174,18 @@ func (b *Broker) Kill9() {
 	b.cmd = nil
 }
 
+// RestartSamePorts is Restart keeping every listener's port, for clients
+// that reconnect to the address they know.
+func (b *Broker) RestartSamePorts() {
+	prev := b.args
+	for _, k := range []string{"amqp", "mqtt", "stomp", "http"} {
+		b.args = append(b.args, "--"+k+"-addr", b.Addrs[k])
+	}
+	b.Stop()
+	b.start()
+	b.args = prev
+}
+
 // Restart stops the broker gracefully and starts it again on the same data
 // dir (on new ports).
 func (b *Broker) Restart() {

@@ -65,6 +65,20 @@ check cli-mosquitto bash interop/cli_mosquitto.sh
 check browser-stomp-websocket env ARTIFACTS="$PWD/interop/artifacts" node interop/web/browser_test.mjs
 check browser-console env ARTIFACTS="$PWD/interop/artifacts" node interop/web/console_test.mjs
 
+# The demo: its services against this broker, its page in Chromium.
+go build -o bin/bourse-demo ./deploy/demo
+dash=127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BOURSE_AMQP_URL="amqp://guest:guest@$AMQP_ADDR/" BOURSE_STOMP_ADDR=$STOMP_ADDR BOURSE_MQTT_ADDR=$MQTT_ADDR \
+  BOURSE_WS_URL="ws://$HTTP_ADDR/ws" DASHBOARD_ADDR=$dash DEMO_RATE=4 ./bin/bourse-demo all >"$work/demo.log" 2>&1 &
+demo=$!
+check browser-demo env ARTIFACTS="$PWD/interop/artifacts" DASHBOARD_ADDR=$dash node interop/web/demo_test.mjs
+kill "$demo" 2>/dev/null || true
+wait "$demo" 2>/dev/null || true
+
+# The compose file is checked by docker-compose itself (no engine needed).
+dpkg -s docker-compose >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+check docker-compose-config docker-compose -f docker-compose.yml config -q
+
 echo "$pass passed, $fail failed"
 if [ "$fail" -gt 0 ]; then
   echo "--- broker log"; tail -50 "$work/bourse.log"

@@ -432,3 +432,24 @@ func newGetCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&ack, "ack", false, "remove them (default: requeue)")
 	return cmd
 }
+
+// newHealthcheckCmd is for container health checks (the runtime image has
+// no curl): it exits 0 when the broker answers its health endpoint.
+func newHealthcheckCmd() *cobra.Command {
+	var u string
+	cmd := &cobra.Command{Use: "healthcheck", Short: "exit 0 when the broker's /healthz answers (for container health checks)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := &http.Client{Timeout: 3 * time.Second}
+			resp, err := c.Get(u)
+			if err != nil {
+				return fmt.Errorf("unhealthy: %w", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("unhealthy: %s", resp.Status)
+			}
+			return nil
+		}}
+	cmd.Flags().StringVar(&u, "url", "http://127.0.0.1:15672/healthz", "health endpoint")
+	return cmd
+}
