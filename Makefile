@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 10s
 GOTESTFLAGS ?=
 
-.PHONY: build run test lint fuzz e2e interop demo clean
+.PHONY: build run test lint fuzz e2e interop demo bench clean
 
 build:
 	$(GO) build -o $(BIN)/bourse ./cmd/bourse
@@ -47,6 +47,10 @@ interop:
 # services, sensors and the dashboard at http://127.0.0.1:8080/.
 demo:
 	bash deploy/demo/run.sh
+
+# Bourse beside RabbitMQ and Mosquitto, written to bench/RESULTS.md.
+bench:
+	bash bench/run.sh
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// broker is one broker under test, started on free loopback ports.
+type broker struct {
+	name              string
+	amqp, mqtt, stomp string // host:port, "" when the broker does not speak it
+	cmd               *exec.Cmd
+	pidFn             func() int // the process whose CPU is measured
+	dir               string
+}
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitTCP(addr string, d time.Duration) error {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+	}
+	return fmt.Errorf("%s not listening after %v", addr, d)
+}
+
+func startBourse(bin string) (*broker, error) {
+	dir, _ := os.MkdirTemp("", "bench-bourse")
+	ready := filepath.Join(dir, "ready.json")
+	cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(dir, "data"), "--amqp-addr", "127.0.0.1:0",
+		"--mqtt-addr", "127.0.0.1:0", "--stomp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--ready-file", ready, "--log-level", "warn", "--memory-limit", "0")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b := &broker{name: "bourse", cmd: cmd, dir: dir}
+	b.pidFn = func() int { return cmd.Process.Pid }
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var addrs map[string]string
+		if data, err := os.ReadFile(ready); err == nil && json.Unmarshal(data, &addrs) == nil {
+			b.amqp, b.mqtt, b.stomp = addrs["amqp"], addrs["mqtt"], addrs["stomp"]
+			return b, nil
+		}
+		if time.Now().After(deadline) {
+			b.stop()
+			return nil, fmt.Errorf("bourse not ready")
+		}
+	}
+}
+
+func startRabbit() (*broker, error) {
+	dir, _ := os.MkdirTemp("", "bench-rabbit")
+	b := &broker{name: "rabbitmq", amqp: freePort(), mqtt: freePort(), stomp: freePort(), dir: dir}
+	dist := freePort()
+	_, distPort, _ := net.SplitHostPort(dist)
+	conf := fmt.Sprintf(`listeners.tcp.default = %s
+loopback_users = none
+stomp.listeners.tcp.1 = %s
+mqtt.listeners.tcp.default = %s
+mqtt.allow_anonymous = true
+mqtt.default_user = guest
+mqtt.default_pass = guest
+log.console = false
+log.file.level = warning
+`, b.amqp, b.stomp, b.mqtt)
+	os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o644)
+	os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[rabbitmq_stomp,rabbitmq_mqtt].\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "mnesia"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "log"), 0o755)
+	if os.Getuid() == 0 {
+		// Debian's wrapper drops root for the rabbitmq user.
+		_ = exec.Command("chown", "-R", "rabbitmq:rabbitmq", dir).Run()
+	}
+	node := fmt.Sprintf("bench%d@localhost", os.Getpid())
+	cmd := exec.Command("rabbitmq-server")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "RABBITMQ_NODENAME="+node, "RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"), "RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"), "RABBITMQ_DIST_PORT="+distPort,
+		"RABBITMQ_FEATURE_FLAGS_FILE="+filepath.Join(dir, "mnesia", "feature_flags"),
+		"RABBITMQ_PID_FILE="+filepath.Join(dir, "pid"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logf, _ := os.Create(filepath.Join(os.TempDir(), fmt.Sprintf("bench-rabbit-%d.log", os.Getpid())))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b.cmd = cmd
+	b.pidFn = func() int {
+		// The Erlang VM (beam.smp, a grandchild of the start script) is
+		// the process listening on the AMQP port.
+		_, port, _ := net.SplitHostPort(b.amqp)
+		out, _ := exec.Command("ss", "-ltnpH", "sport = :"+port).Output()
+		if i := strings.Index(string(out), "pid="); i >= 0 {
+			n, _ := strconv.Atoi(strings.FieldsFunc(string(out)[i+4:], func(r rune) bool { return r < '0' || r > '9' })[0])
+			return n
+		}
+		return cmd.Process.Pid
+	}
+	for _, a := range []string{b.amqp, b.stomp, b.mqtt} {
+		if err := waitTCP(a, 90*time.Second); err != nil {
+			b.stop()
+			out, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("rabbitmq: %v\n%s", err, out)
+		}
+	}
+	vm := b.pidFn()
+	b.pidFn = func() int { return vm }
+	return b, nil
+}
+
+func startMosquitto() (*broker, error) {
+	dir, _ := os.MkdirTemp("", "bench-mosquitto")
+	b := &broker{name: "mosquitto", mqtt: freePort(), dir: dir}
+	host, port, _ := net.SplitHostPort(b.mqtt)
+	conf := fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 100\n", port, host)
+	path := filepath.Join(dir, "mosquitto.conf")
+	os.WriteFile(path, []byte(conf), 0o644)
+	cmd := exec.Command("mosquitto", "-c", path)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b.cmd = cmd
+	b.pidFn = func() int { return cmd.Process.Pid }
+	if err := waitTCP(b.mqtt, 10*time.Second); err != nil {
+		b.stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *broker) stop() {
+	if b.cmd != nil && b.cmd.Process != nil {
+		if b.name == "rabbitmq" {
+			if pid := b.pidFn(); pid != b.cmd.Process.Pid {
+				_ = syscall.Kill(pid, syscall.SIGTERM) // the VM, which may have left the group
+			}
+			_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = b.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+				<-done
+			}
+			if pid := b.pidFn(); pid != b.cmd.Process.Pid {
+				for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+					time.Sleep(100 * time.Millisecond)
+				}
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		} else {
+			_ = b.cmd.Process.Signal(syscall.SIGTERM)
+			_ = b.cmd.Wait()
+		}
+	}
+	os.RemoveAll(b.dir)
+}
+
+// cpuSeconds is a process's user+system CPU time.
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
+
+func loadAvg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
