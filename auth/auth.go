@@ -585,13 +585,14 @@ func (s *Store) persist(bucket string, puts map[string][]byte, dels []string) er
 // Principal is a logged-in user, held by one connection. Close releases
 // its connection slot.
 type Principal struct {
-	Name  string
-	Tags  []string
-	s     *Store
-	once  sync.Once
-	cmu   sync.Mutex
-	gen   uint64
-	cache map[string]error
+	Name   string
+	Tags   []string
+	s      *Store
+	once   sync.Once
+	cmu    sync.Mutex
+	gen    uint64
+	cache  map[string]error
+	topics map[string]*regexp.Regexp
 }
 
 // HasTag reports whether the user had tag t when they logged in.
@@ -622,7 +623,7 @@ var errLoginFailed = refused("login refused: invalid credentials")
 // (host:port). Errors are of kind AccessRefused (bad credentials, a
 // loopback user from elsewhere, too many failures from this host) or
 // ResourceError (connection limit reached).
-func (s *Store) Login(user, pass, remote string) (*Principal, error) {
+func (s *Store) Login(user, pass string, remote net.Addr) (*Principal, error) {
 	host := hostOf(remote)
 	if s.fails.limited(host, s.o.MaxFailuresPerMinute) {
 		return nil, refused("login refused: too many failed logins from %s, retry later", host)
@@ -660,7 +661,7 @@ func (s *Store) Login(user, pass, remote string) (*Principal, error) {
 // LoginExternal logs in a client that proved its identity another way (a
 // verified TLS client certificate's common name, RabbitMQ's EXTERNAL
 // mechanism). The user must exist; their password is not checked.
-func (s *Store) LoginExternal(user, remote string) (*Principal, error) {
+func (s *Store) LoginExternal(user string, remote net.Addr) (*Principal, error) {
 	s.mu.RLock()
 	_, ok := s.users[user]
 	s.mu.RUnlock()
@@ -671,7 +672,7 @@ func (s *Store) LoginExternal(user, remote string) (*Principal, error) {
 	return s.admit(user, remote, "certificate")
 }
 
-func (s *Store) admit(user, remote, how string) (*Principal, error) {
+func (s *Store) admit(user string, remote net.Addr, how string) (*Principal, error) {
 	if slices.Contains(s.o.LoopbackUsers, user) && !isLoopback(remote) {
 		s.log.Warn("login refused: user may only connect via localhost", "user", user, "remote", remote)
 		return nil, refused("User '%s' can only connect via localhost", user)
@@ -712,7 +713,7 @@ func (s *Store) mac(user, pass string) [32]byte {
 	return out
 }
 
-func (s *Store) failed(host, user, remote string) {
+func (s *Store) failed(host, user string, remote net.Addr) {
 	if first, limited := s.fails.add(host, s.o.MaxFailuresPerMinute); first {
 		s.log.Warn("authentication failed", "user", user, "remote", remote)
 	} else if limited {
@@ -796,12 +797,35 @@ func (p *Principal) CheckTopic(vhost, exchange, key string, op Op, clientID stri
 		pat = t.Write
 	}
 	if pat != "" {
-		if re, err := compileOne(expand(pat, p.Name, vhost, clientID)); err == nil && re.MatchString(key) {
+		if re := p.topicRegexp(expand(pat, p.Name, vhost, clientID)); re != nil && re.MatchString(key) {
 			return nil
 		}
 	}
 	return refused("%s access to topic '%s' in exchange '%s' in vhost '%s' refused for user '%s'", op, key, exchange, vhost, p.Name)
 }
+
+// topicRegexp compiles an expanded topic pattern once per principal.
+func (p *Principal) topicRegexp(pat string) *regexp.Regexp {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	if re, ok := p.topics[pat]; ok {
+		return re
+	}
+	re, _ := compileOne(pat) // validated when set; nil refuses
+	if p.topics == nil || len(p.topics) > 64 {
+		p.topics = map[string]*regexp.Regexp{}
+	}
+	p.topics[pat] = re
+	return re
+}
+
+// Generation changes whenever any user or permission does: a caller that
+// remembers a Check's answer may keep it while Generation is unchanged.
+func (p *Principal) Generation() uint64 { return p.s.gen.Load() }
+
+// Unrestricted reports whether checks always pass (a NewStatic store), so
+// hot paths can skip them.
+func (p *Principal) Unrestricted() bool { return p.s.static }
 
 // expand substitutes {username}, {vhost} and {client_id}, quoted so that a
 // user name cannot widen the pattern.
@@ -810,17 +834,38 @@ func expand(pat, user, vhost, clientID string) string {
 		"{client_id}", regexp.QuoteMeta(clientID)).Replace(pat)
 }
 
-func hostOf(remote string) string {
-	if h, _, err := net.SplitHostPort(remote); err == nil {
+func hostOf(remote net.Addr) string {
+	if remote == nil {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(remote.String()); err == nil {
 		return h
 	}
-	return remote
+	return remote.String()
 }
 
-func isLoopback(remote string) bool {
+// isLoopback reports whether a peer is on this machine: a loopback IP, or a
+// transport that never leaves the host (an in-process pipe, a unix socket).
+func isLoopback(remote net.Addr) bool {
+	if remote == nil {
+		return false
+	}
+	switch remote.Network() {
+	case "pipe", "unix", "unixpacket", "unixgram":
+		return true
+	}
 	ip := net.ParseIP(hostOf(remote))
 	return ip != nil && ip.IsLoopback()
 }
+
+// Addr is a peer known only by its "host:port" text (an http.Request's
+// RemoteAddr).
+type Addr string
+
+// Network returns "tcp".
+func (Addr) Network() string { return "tcp" }
+
+func (a Addr) String() string { return string(a) }
 
 // failures counts failed logins per source host in one-minute windows.
 type failures struct {

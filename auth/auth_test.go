@@ -58,8 +58,8 @@ func (m *memPersister) ForEachRecord(bucket string, fn func(string, []byte) erro
 	return nil
 }
 
-const local = "127.0.0.1:5000"
-const remote = "192.0.2.7:5000"
+const local = Addr("127.0.0.1:5000")
+const remote = Addr("192.0.2.7:5000")
 
 func mustOpen(t *testing.T, p Persister, o Options) *Store {
 	t.Helper()
@@ -169,7 +169,7 @@ func TestLoopbackUsers(t *testing.T) {
 	if _, err := s.Login("guest", "guest", local); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login("guest", "guest", "[::1]:7"); err != nil {
+	if _, err := s.Login("guest", "guest", Addr("[::1]:7")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.Login("guest", "guest", remote)
@@ -295,7 +295,7 @@ func TestFailureRateLimit(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "too many failed logins") {
 		t.Fatalf("after the limit even the right password is refused: %v", err)
 	}
-	if _, err := s.Login("u", "pw", "192.0.2.8:1"); err != nil {
+	if _, err := s.Login("u", "pw", Addr("192.0.2.8:1")); err != nil {
 		t.Fatalf("another host is not limited: %v", err)
 	}
 }

@@ -352,6 +352,9 @@ func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args, log queue.Log) *que
 	return queue.New(cfg, hooks, store)
 }
 
+// GenerateQueueName returns a fresh server-generated queue name ("amq.gen-…").
+func GenerateQueueName() string { return genName() }
+
 func genName() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])

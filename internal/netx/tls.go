@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"sync/atomic"
 	"time"
@@ -95,4 +96,25 @@ func (c *Certs) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		}
 	}
 	return c.cur.Load(), nil
+}
+
+// PeerCommonName returns the common name of a TLS connection's client
+// certificate when the server verified it against its client CAs (the
+// user name of RabbitMQ's EXTERNAL mechanism), finishing the handshake if
+// it has not run yet. ok is false on plain TCP, without a certificate, or
+// when the certificate was not verified.
+func PeerCommonName(nc net.Conn) (cn string, ok bool) {
+	tc, isTLS := nc.(*tls.Conn)
+	if !isTLS {
+		return "", false
+	}
+	if err := tc.Handshake(); err != nil {
+		return "", false
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return "", false
+	}
+	cn = st.PeerCertificates[0].Subject.CommonName
+	return cn, cn != ""
 }

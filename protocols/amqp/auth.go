@@ -1,14 +1,15 @@
 package amqp
 
 import (
-	"crypto/subtle"
-	"encoding/binary"
+		"encoding/binary"
 	"strings"
 
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 )
 
-// Mechanisms offered in connection.start, in order of preference.
+// Mechanisms offered in connection.start, in order of preference;
+// EXTERNAL comes first on a TLS connection whose client certificate was
+// verified, when certificate logins are on.
 const mechanisms = "PLAIN AMQPLAIN"
 
 // parseSASL extracts the credentials of a connection.start-ok response.
@@ -48,18 +49,6 @@ func stringField(v any) (string, bool) {
 	return "", false
 }
 
-func supportedMechanism(m string) bool {
-	return m == "PLAIN" || m == "AMQPLAIN"
-}
-
-// authenticate checks credentials against Options.
-func (s *Server) authenticate(user, pass string) bool {
-	if s.opts.Authenticate != nil {
-		return s.opts.Authenticate(user, pass)
-	}
-	want, ok := s.opts.Users[user]
-	if !ok {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(want), []byte(pass)) == 1
+func supportedMechanism(m string, external bool) bool {
+	return m == "PLAIN" || m == "AMQPLAIN" || (external && m == "EXTERNAL")
 }

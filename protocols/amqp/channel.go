@@ -32,6 +32,9 @@ type channel struct {
 	content                 content
 	reply                   *consumer // direct reply-to consumer
 	replyAddr               string    // its amq.rabbitmq.reply-to.… address
+	pubOK                   bool      // pubExchange passed the write check at pubGen
+	pubGen                  uint64
+	pubExchange             string
 
 	cf confirms // publisher confirms; own lock
 

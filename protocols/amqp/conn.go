@@ -10,9 +10,11 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
@@ -33,6 +35,7 @@ type conn struct {
 
 	// Set during the handshake, read-only afterwards.
 	user            string
+	principal       *auth.Principal // nil until the login succeeded
 	vhostName       string
 	vhost           *router.VHost
 	frameMax        uint32
@@ -135,6 +138,9 @@ var errClientClose = errors.New("client closed the connection")
 // per-connection state, then the writer, then the socket.
 func (c *conn) finish(started bool) {
 	c.cleanupChannels()
+	if c.principal != nil {
+		c.principal.Close()
+	}
 	if c.unregister != nil {
 		c.unregister()
 	}
@@ -303,8 +309,15 @@ func (c *conn) serverProperties() wire.Table {
 
 // handshake runs connection.start … connection.open-ok (§2.2.4).
 func (c *conn) handshake() error {
+	mechs := mechanisms
+	certUser, external := "", false
+	if c.s.opts.CertLogin {
+		if certUser, external = netx.PeerCommonName(c.nc); external {
+			mechs = "EXTERNAL " + mechanisms
+		}
+	}
 	c.out.pushMethod(0, &wire.ConnectionStart{VersionMajor: wire.ProtocolMajor, VersionMinor: wire.ProtocolMinor,
-		ServerProperties: c.serverProperties(), Mechanisms: mechanisms, Locales: "en_US"})
+		ServerProperties: c.serverProperties(), Mechanisms: mechs, Locales: "en_US"})
 
 	m, err := c.readHandshake()
 	if err != nil {
@@ -319,20 +332,30 @@ func (c *conn) handshake() error {
 		c.capBlocked, _ = caps["connection.blocked"].(bool)
 		c.capCancelNotify, _ = caps["consumer_cancel_notify"].(bool)
 	}
-	if !supportedMechanism(so.Mechanism) {
+	if !supportedMechanism(so.Mechanism, external) {
 		return errorf(wire.CommandInvalid, so, "unknown authentication mechanism '%s'", so.Mechanism)
 	}
-	user, pass, ok := parseSASL(so.Mechanism, so.Response)
-	if !ok || !c.s.authenticate(user, pass) {
-		c.log.Warn("authentication failed", "user", user, "mechanism", so.Mechanism)
+	var p *auth.Principal
+	remote := c.nc.RemoteAddr()
+	if so.Mechanism == "EXTERNAL" {
+		p, err = c.s.opts.Auth.LoginExternal(certUser, remote)
+	} else if user, pass, ok := parseSASL(so.Mechanism, so.Response); ok {
+		p, err = c.s.opts.Auth.Login(user, pass, remote)
+	} else {
+		err = core.Errorf(core.AccessRefused, "malformed %s response", so.Mechanism)
+	}
+	if err != nil {
 		// Announced authentication_failure_close: say why before closing.
+		// The store logged the failure (rate limited, without secrets).
+		if core.KindOf(err) == core.ResourceError {
+			return errorf(wire.NotAllowed, so, "%s", err.Error())
+		}
+		if strings.Contains(err.Error(), "localhost") || strings.Contains(err.Error(), "too many") {
+			return errorf(wire.AccessRefused, so, "%s", err.Error())
+		}
 		return errorf(wire.AccessRefused, so, "Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism)
 	}
-	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, user, c.nc.RemoteAddr()) {
-		c.log.Warn("login refused: user may only connect via localhost", "user", user)
-		return errorf(wire.AccessRefused, so, "User '%s' can only connect via localhost", user)
-	}
-	c.user = user
+	c.principal, c.user = p, p.Name
 
 	hbSecs := uint16(0)
 	if hb := c.s.opts.Heartbeat; hb > 0 {
@@ -365,6 +388,9 @@ func (c *conn) handshake() error {
 	if err != nil {
 		return errorf(wire.NotAllowed, op, "vhost '%s' not found", name)
 	}
+	if err := c.principal.CheckVHost(name); err != nil {
+		return errorf(wire.NotAllowed, op, "%s", err.Error())
+	}
 	c.vhost, c.vhostName = v, name
 	_ = c.nc.SetDeadline(time.Time{})
 
@@ -386,7 +412,7 @@ func (c *conn) handshake() error {
 	}, func(reason string) {
 		c.closeWith(errorf(wire.ConnectionForced, nil, "broker forced connection closure with reason '%s'", reason))
 	}, func() router.ConnStats { return router.ConnStats{Channels: int(c.nchans.Load())} })
-	c.log.Debug("connection opened", "user", user, "vhost", name)
+	c.log.Debug("connection opened", "user", c.user, "vhost", name)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 	"github.com/bourse-mq/bourse/router"
@@ -153,6 +154,9 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	if name == router.ReplyToPrefix {
 		return ch.consumeReplyTo(m, tag)
 	}
+	if err := ch.allow(auth.Queue, name, auth.Read); err != nil {
+		return err
+	}
 	args := tableFromWire(m.Arguments)
 	prio := 0
 	if v, ok := args["x-priority"]; ok {
@@ -294,6 +298,9 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 func (ch *channel) get(m *wire.BasicGet) error {
 	name, err := ch.queueName(m.Queue, m)
 	if err != nil {
+		return err
+	}
+	if err := ch.allow(auth.Queue, name, auth.Read); err != nil {
 		return err
 	}
 	q, err := ch.c.vhost.Queue(name, ch.c.id)

@@ -35,6 +35,9 @@ func (ch *channel) startPublish(m *wire.BasicPublish) error {
 	if !ch.c.waitUnblocked() {
 		return nil
 	}
+	if err := ch.allowPublish(m.Exchange, m.RoutingKey); err != nil {
+		return err
+	}
 	ch.content = content{stage: 1, exchange: m.Exchange, key: m.RoutingKey, mandatory: m.Mandatory}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/router"
@@ -20,17 +21,25 @@ type Options struct {
 	Logger *slog.Logger
 	// DefaultVHost is the vhost of a connection.open that names none ["/"].
 	DefaultVHost string
-	// DefaultUser and DefaultPass are the account accepted when Users and
-	// Authenticate are both unset ["guest"/"guest"].
+	// Auth holds the users and their permissions, checked on every
+	// operation. Nil means an in-memory store of Users, who may do anything
+	// (for running the adapter on its own).
+	Auth *auth.Store
+	// DefaultUser and DefaultPass are the account accepted when Auth and
+	// Users are both unset ["guest"/"guest"].
 	DefaultUser string
 	DefaultPass string
-	// Users maps user names to passwords. Nil means {DefaultUser: DefaultPass}.
+	// Users maps user names to passwords when Auth is nil. Nil means
+	// {DefaultUser: DefaultPass}.
 	Users map[string]string
-	// Authenticate, when set, replaces Users.
-	Authenticate func(user, pass string) bool
-	// LoopbackUsers may connect only from a loopback address, as RabbitMQ's
-	// loopback_users ["guest"]; an empty non-nil list restricts nobody.
+	// LoopbackUsers may connect only from a loopback address when Auth is
+	// nil, as RabbitMQ's loopback_users ["guest"]; an empty non-nil list
+	// restricts nobody.
 	LoopbackUsers []string
+	// CertLogin offers the EXTERNAL mechanism on TLS connections with a
+	// verified client certificate: its common name is the user name
+	// (RabbitMQ's rabbitmq_auth_mechanism_ssl).
+	CertLogin bool
 	// ChannelMax is the highest channel number a client may open [2047].
 	ChannelMax uint16
 	// FrameMax is the largest frame, header and end octet included, that
@@ -72,8 +81,8 @@ func (o *Options) setDefaults() {
 	if o.Users == nil {
 		o.Users = map[string]string{o.DefaultUser: o.DefaultPass}
 	}
-	if o.LoopbackUsers == nil {
-		o.LoopbackUsers = []string{"guest"}
+	if o.Auth == nil {
+		o.Auth = auth.NewStatic(o.Users, auth.Options{LoopbackUsers: o.LoopbackUsers})
 	}
 	if o.ChannelMax == 0 {
 		o.ChannelMax = 2047

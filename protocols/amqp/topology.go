@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 	"github.com/bourse-mq/bourse/router"
@@ -20,10 +21,19 @@ func (ch *channel) answer(noWait bool, m wire.Method) {
 }
 
 func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
+	args := tableFromWire(m.Arguments)
+	if !m.Passive {
+		if err := ch.allow(auth.Exchange, m.Exchange, auth.Configure); err != nil {
+			return err
+		}
+		if err := ch.allowArgs(auth.Exchange, m.Exchange, args, "alternate-exchange"); err != nil {
+			return err
+		}
+	}
 	err := ch.c.vhost.DeclareExchange(router.ExchangeDecl{
 		ExchangeInfo: router.ExchangeInfo{
 			Name: m.Exchange, Type: m.Type, Durable: m.Durable, AutoDelete: m.AutoDelete,
-			Internal: m.Internal, Args: tableFromWire(m.Arguments),
+			Internal: m.Internal, Args: args,
 		},
 		Passive: m.Passive,
 	})
@@ -35,6 +45,9 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 }
 
 func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
+	if err := ch.allow(auth.Exchange, m.Exchange, auth.Configure); err != nil {
+		return err
+	}
 	if err := ch.c.vhost.DeleteExchange(m.Exchange, m.IfUnused); err != nil {
 		return err
 	}
@@ -42,7 +55,32 @@ func (ch *channel) exchangeDelete(m *wire.ExchangeDelete) error {
 	return nil
 }
 
+// allowExchangeBind checks exchange.bind and exchange.unbind.
+func (ch *channel) allowExchangeBind(src, dst, key string) error {
+	if err := ch.allow(auth.Exchange, dst, auth.Write); err != nil {
+		return err
+	}
+	if err := ch.allow(auth.Exchange, src, auth.Read); err != nil {
+		return err
+	}
+	return ch.allowTopic(src, key, auth.Read)
+}
+
+// allowQueueBind checks queue.bind and queue.unbind.
+func (ch *channel) allowQueueBind(exchange, q, key string) error {
+	if err := ch.allow(auth.Queue, q, auth.Write); err != nil {
+		return err
+	}
+	if err := ch.allow(auth.Exchange, exchange, auth.Read); err != nil {
+		return err
+	}
+	return ch.allowTopic(exchange, key, auth.Read)
+}
+
 func (ch *channel) exchangeBind(m *wire.ExchangeBind) error {
+	if err := ch.allowExchangeBind(m.Source, m.Destination, m.RoutingKey); err != nil {
+		return err
+	}
 	b := router.Binding{Source: m.Source, Dest: router.Dest{Kind: router.ToExchange, Name: m.Destination},
 		Key: m.RoutingKey, Args: tableFromWire(m.Arguments)}
 	if err := ch.c.vhost.Bind(b, ch.c.id); err != nil {
@@ -53,6 +91,9 @@ func (ch *channel) exchangeBind(m *wire.ExchangeBind) error {
 }
 
 func (ch *channel) exchangeUnbind(m *wire.ExchangeUnbind) error {
+	if err := ch.allowExchangeBind(m.Source, m.Destination, m.RoutingKey); err != nil {
+		return err
+	}
 	b := router.Binding{Source: m.Source, Dest: router.Dest{Kind: router.ToExchange, Name: m.Destination},
 		Key: m.RoutingKey, Args: tableFromWire(m.Arguments)}
 	if err := ch.c.vhost.Unbind(b, ch.c.id); err != nil {
@@ -69,10 +110,20 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		ch.answer(m.NoWait, &wire.QueueDeclareOk{Queue: m.Queue})
 		return nil
 	}
+	name, args := m.Queue, tableFromWire(m.Arguments)
+	if !m.Passive {
+		name = declaredQueueName(name)
+		if err := ch.allow(auth.Queue, name, auth.Configure); err != nil {
+			return err
+		}
+		if err := ch.allowArgs(auth.Queue, name, args, "x-dead-letter-exchange"); err != nil {
+			return err
+		}
+	}
 	ok, err := ch.c.vhost.DeclareQueue(router.QueueDecl{
 		QueueInfo: core.QueueInfo{
-			Name: m.Queue, Durable: m.Durable, Exclusive: m.Exclusive, AutoDelete: m.AutoDelete,
-			Args: tableFromWire(m.Arguments),
+			Name: name, Durable: m.Durable, Exclusive: m.Exclusive, AutoDelete: m.AutoDelete,
+			Args: args,
 		},
 		Passive: m.Passive,
 		Owner:   ch.c.id,
@@ -108,6 +159,9 @@ func (ch *channel) queueBind(m *wire.QueueBind) error {
 	if err != nil {
 		return err
 	}
+	if err := ch.allowQueueBind(m.Exchange, q, key); err != nil {
+		return err
+	}
 	b := router.Binding{Source: m.Exchange, Dest: router.Dest{Kind: router.ToQueue, Name: q}, Key: key, Args: tableFromWire(m.Arguments)}
 	if err := ch.c.vhost.Bind(b, ch.c.id); err != nil {
 		return err
@@ -119,6 +173,9 @@ func (ch *channel) queueBind(m *wire.QueueBind) error {
 func (ch *channel) queueUnbind(m *wire.QueueUnbind) error {
 	q, key, err := ch.bindTarget(m.Queue, m.RoutingKey, m)
 	if err != nil {
+		return err
+	}
+	if err := ch.allowQueueBind(m.Exchange, q, key); err != nil {
 		return err
 	}
 	b := router.Binding{Source: m.Exchange, Dest: router.Dest{Kind: router.ToQueue, Name: q}, Key: key, Args: tableFromWire(m.Arguments)}
@@ -134,6 +191,9 @@ func (ch *channel) queuePurge(m *wire.QueuePurge) error {
 	if err != nil {
 		return err
 	}
+	if err := ch.allow(auth.Queue, q, auth.Read); err != nil {
+		return err
+	}
 	n, err := ch.c.vhost.PurgeQueue(q, ch.c.id)
 	if err != nil {
 		return err
@@ -145,6 +205,9 @@ func (ch *channel) queuePurge(m *wire.QueuePurge) error {
 func (ch *channel) queueDelete(m *wire.QueueDelete) error {
 	q, err := ch.queueName(m.Queue, m)
 	if err != nil {
+		return err
+	}
+	if err := ch.allow(auth.Queue, q, auth.Configure); err != nil {
 		return err
 	}
 	n, err := ch.c.vhost.DeleteQueue(q, m.IfUnused, m.IfEmpty, ch.c.id)

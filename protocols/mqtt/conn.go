@@ -12,6 +12,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/queue"
@@ -40,12 +41,16 @@ type conn struct {
 	clientID string // as the client knows it (assigned if it sent none)
 	vhost    *router.VHost
 	user     string
-	will     *inbound
-	willWait time.Duration
-	authFail authFailure
-	sess     *session
-	subReq   *subRequest // reader goroutine only: the SUBSCRIBE being handled
-	gone     bool        // reader goroutine only: disconnected() has run
+	// principal is the logged-in user (nil until CONNECT succeeded); its
+	// connection slot is released when the connection ends.
+	principal  *auth.Principal
+	authReason string
+	will       *inbound
+	willWait   time.Duration
+	authFail   authFailure
+	sess       *session
+	subReq     *subRequest // reader goroutine only: the SUBSCRIBE being handled
+	gone       bool        // reader goroutine only: disconnected() has run
 	// established is set once a successful CONNACK is written (reader
 	// goroutine only).
 	established bool
@@ -263,6 +268,9 @@ func (c *conn) writeFinalDisconnect(code packets.Code) {
 // running writer, then flushes what is buffered (bounded by CloseTimeout)
 // and closes the socket, in the reader goroutine.
 func (c *conn) finish() {
+	if c.principal != nil {
+		c.principal.Close()
+	}
 	c.closeRead()
 	c.wmu.Lock()
 	c.finished = true

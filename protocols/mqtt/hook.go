@@ -12,6 +12,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/bourse-mq/bourse/auth"
+	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/router"
 )
@@ -81,9 +83,43 @@ func (h *bridge) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool
 	return c != nil && h.s.authenticate(c, cl, pk)
 }
 
-// OnACLCheck allows everything: authorization arrives with the security
-// issue.
-func (h *bridge) OnACLCheck(cl *mochi.Client, topic string, write bool) bool { return true }
+// OnACLCheck authorizes a PUBLISH (write) or a SUBSCRIBE filter (read)
+// against the user's permissions; mochi answers a refusal with reason 0x87
+// (PUBACK/PUBREC or SUBACK; MQTT 3 clients get SUBACK 0x80, and a refused
+// QoS 1/2 PUBLISH closes their connection, as MQTT 3 has no negative ack).
+func (h *bridge) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	c := connOf(cl)
+	if c == nil || c.principal == nil {
+		return c == nil // mochi's own inline client
+	}
+	err := c.authorize(topic, write)
+	if err != nil {
+		h.s.log.Info("MQTT operation refused", "conn", c.id, "user", c.user, "err", err)
+	}
+	return err == nil
+}
+
+// authorize checks one topic name (write) or filter (read).
+func (c *conn) authorize(topic string, write bool) error {
+	p, vhost := c.principal, c.vhost.Name()
+	if p.Unrestricted() {
+		return nil
+	}
+	if write {
+		if err := p.Check(vhost, auth.Exchange, router.AMQTopic, auth.Write); err != nil {
+			return err
+		}
+		return p.CheckTopic(vhost, router.AMQTopic, topicToKey(topic), auth.Write, c.clientID)
+	}
+	if name, _, ok, _ := parseStreamFilter(topic, time.Now()); ok && name != "" {
+		return p.Check(vhost, auth.Queue, name, auth.Read)
+	}
+	_, topic = splitShared(topic)
+	if err := p.Check(vhost, auth.Exchange, router.AMQTopic, auth.Read); err != nil {
+		return err
+	}
+	return p.CheckTopic(vhost, router.AMQTopic, filterToPattern(topic), auth.Read, c.clientID)
+}
 
 func (h *bridge) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	if c := connOf(cl); c != nil {
@@ -312,6 +348,12 @@ func (h *bridge) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Pac
 	case authBadVHost:
 		pk.ReasonCode = packets.ErrNotAuthorized.Code
 		pk.Properties.ReasonString = "vhost not found"
+	case authRefused:
+		pk.ReasonCode = packets.ErrNotAuthorized.Code
+		pk.Properties.ReasonString = c.authReason
+	case authQuota:
+		pk.ReasonCode = packets.ErrQuotaExceeded.Code // v3: 0x03 server unavailable
+		pk.Properties.ReasonString = c.authReason
 	}
 	switch {
 	case !v5 && pk.ReasonCode > 5:
@@ -416,16 +458,27 @@ const (
 	authOK authFailure = iota
 	authBadCredentials
 	authBadVHost
+	authRefused // no permission on the vhost, or for the will's topic
+	authQuota   // connection limit reached
 )
 
-// authenticate checks the CONNECT's credentials and selects the vhost.
-// A user name "vhost:user" selects a vhost, as in RabbitMQ. Outside the
-// default vhost, mochi's client id is qualified with the vhost, so that
+// authenticate logs the CONNECT's user in and selects the vhost. A user
+// name "vhost:user" selects a vhost, as in RabbitMQ. Without a user name the
+// client is its verified certificate's common name (when CertLogin is on),
+// or else, where anonymous clients are allowed, the default user. Outside
+// the default vhost, mochi's client id is qualified with the vhost, so that
 // sessions of different vhosts never take each other over.
 func (s *Server) authenticate(c *conn, cl *mochi.Client, pk packets.Packet) bool {
-	vhost, user := s.opts.DefaultVHost, s.opts.DefaultUser
+	vhost := s.opts.DefaultVHost
+	remote := c.raw.RemoteAddr()
+	var p *auth.Principal
+	var err error
 	if len(pk.Connect.Username) == 0 {
-		if !s.anonymousAllowed(c.raw.RemoteAddr()) {
+		if cn, ok := netx.PeerCommonName(c.raw); ok && s.opts.CertLogin {
+			p, err = s.opts.Auth.LoginExternal(cn, remote)
+		} else if s.anonymousAllowed(remote) {
+			p, err = s.opts.Auth.LoginExternal(s.opts.DefaultUser, remote)
+		} else {
 			c.authFail = authBadCredentials
 			return false
 		}
@@ -434,36 +487,40 @@ func (s *Server) authenticate(c *conn, cl *mochi.Client, pk packets.Packet) bool
 		if v, u, ok := strings.Cut(name, ":"); ok {
 			vhost, name = v, u
 		}
-		if !s.checkPassword(name, string(pk.Connect.Password)) {
-			c.authFail = authBadCredentials
-			return false
+		p, err = s.opts.Auth.Login(name, string(pk.Connect.Password), remote)
+	}
+	if err != nil {
+		c.authFail, c.authReason = authBadCredentials, ""
+		if core.KindOf(err) == core.ResourceError {
+			c.authFail, c.authReason = authQuota, err.Error()
 		}
-		if netx.LoopbackOnly(s.opts.LoopbackUsers, name, c.raw.RemoteAddr()) {
-			s.log.Warn("login refused: user may only connect via localhost", "user", name, "conn", c.id)
-			c.authFail = authBadCredentials
-			return false
-		}
-		user = name
+		return false
+	}
+	fail := func(f authFailure, reason string) bool {
+		p.Close()
+		c.authFail, c.authReason = f, reason
+		return false
 	}
 	v, err := s.b.VHost(vhost)
 	if err != nil {
-		c.authFail = authBadVHost
-		return false
+		return fail(authBadVHost, "")
 	}
-	c.vhost, c.user = v, user
+	if err := p.CheckVHost(vhost); err != nil {
+		return fail(authRefused, err.Error())
+	}
+	c.vhost, c.user, c.principal = v, p.Name, p
+	c.clientID = cl.ID
+	if pk.Connect.WillFlag {
+		if err := c.authorize(pk.Connect.WillTopic, true); err != nil {
+			c.principal = nil
+			return fail(authRefused, "will: "+err.Error())
+		}
+	}
 	if vhost != s.opts.DefaultVHost {
 		// NUL cannot occur in an MQTT string, so the key is unambiguous.
 		cl.ID = vhost + "\x00" + cl.ID
 	}
 	return true
-}
-
-func (s *Server) checkPassword(user, pass string) bool {
-	if s.opts.Authenticate != nil {
-		return s.opts.Authenticate(user, pass)
-	}
-	want, ok := s.opts.Users[user]
-	return ok && want == pass
 }
 
 func (s *Server) anonymousAllowed(addr net.Addr) bool {

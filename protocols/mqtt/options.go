@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/bourse-mq/bourse/auth"
+
 	"github.com/bourse-mq/bourse/core"
 )
 
@@ -27,19 +29,26 @@ type Options struct {
 	// DefaultVHost is the vhost of a client whose user name names none ["/"].
 	// As in RabbitMQ, a user name "vhost:user" selects the vhost.
 	DefaultVHost string
-	// DefaultUser and DefaultPass are the account accepted when Users and
-	// Authenticate are both unset ["guest"/"guest"]; anonymous clients act as
+	// Auth holds the users and their permissions: CONNECT logs in, every
+	// PUBLISH needs write on amq.topic and the topic's write permission,
+	// every SUBSCRIBE filter read on amq.topic and the filter's topic read
+	// permission (a $stream filter: read on the stream). Nil means an
+	// in-memory store of Users, who may do anything.
+	Auth *auth.Store
+	// DefaultUser and DefaultPass are the account accepted when Auth and
+	// Users are both unset ["guest"/"guest"]; anonymous clients act as
 	// DefaultUser.
 	DefaultUser, DefaultPass string
-	// Users maps user names to passwords. Nil means {DefaultUser: DefaultPass}.
-	// (Until the security issue lands this is the whole of authentication;
-	// there is no authorization yet.)
+	// Users maps user names to passwords when Auth is nil. Nil means
+	// {DefaultUser: DefaultPass}.
 	Users map[string]string
-	// Authenticate, when set, replaces Users.
-	Authenticate func(user, pass string) bool
-	// LoopbackUsers may connect only from a loopback address, as RabbitMQ's
-	// loopback_users ["guest"]; an empty non-nil list restricts nobody.
+	// LoopbackUsers may connect only from a loopback address when Auth is
+	// nil, as RabbitMQ's loopback_users ["guest"]; an empty non-nil list
+	// restricts nobody.
 	LoopbackUsers []string
+	// CertLogin logs a client that sends no user name in as its verified
+	// TLS client certificate's common name (RabbitMQ's ssl_cert_login).
+	CertLogin bool
 	// Anonymous says who may connect without a user name [AnonymousLoopback].
 	Anonymous AnonymousPolicy
 
@@ -129,8 +138,8 @@ func (o *Options) setDefaults() {
 	if o.Users == nil {
 		o.Users = map[string]string{o.DefaultUser: o.DefaultPass}
 	}
-	if o.LoopbackUsers == nil {
-		o.LoopbackUsers = []string{"guest"}
+	if o.Auth == nil {
+		o.Auth = auth.NewStatic(o.Users, auth.Options{LoopbackUsers: o.LoopbackUsers})
 	}
 	if o.MaxPacketSize <= 0 {
 		o.MaxPacketSize = defaultMaxPacketSize
