@@ -1,7 +1,7 @@
 package amqp
 
 import (
-		"encoding/binary"
+	"encoding/binary"
 	"strings"
 
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"

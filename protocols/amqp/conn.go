@@ -9,8 +9,8 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
