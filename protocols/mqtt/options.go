@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/bourse-mq/bourse/auth"
-
 	"github.com/bourse-mq/bourse/core"
 )
 

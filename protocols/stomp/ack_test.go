@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bourse-mq/bourse/core"
-	"github.com/bourse-mq/bourse/router"
 	gostomp "github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/router"
 )
 
 func sendN(t *testing.T, c *gostomp.Conn, dest string, n int) {

@@ -2,7 +2,6 @@ package stomp
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/base64"
 	"log/slog"
 	"strconv"
@@ -11,11 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 // connSeq numbers connections. Until core provides a broker-wide
@@ -57,7 +58,10 @@ type conn struct {
 	version wire.Version
 	session string
 	user    string
-	vh      *router.VHost
+	// principal is the logged-in user, nil before CONNECT; checked on
+	// every SEND and SUBSCRIBE.
+	principal *auth.Principal
+	vh        *router.VHost
 
 	// Reader goroutine state.
 	declared map[string]bool          // /queue/ names known to exist
@@ -244,6 +248,9 @@ func (c *conn) cleanup() {
 	}
 	c.s.b.ConnectionClosed(c.id)
 	c.s.forget(c)
+	if c.principal != nil {
+		c.principal.Close()
+	}
 }
 
 // onConnect negotiates the version, authenticates, picks the vhost and
@@ -257,19 +264,33 @@ func (c *conn) onConnect(f *frame.Frame) error {
 	}
 	login, hasLogin := f.Header.Contains(frame.Login)
 	pass := f.Header.Get(frame.Passcode)
-	if !hasLogin {
-		if c.s.opts.RequireLogin {
-			return protoErr("Access refused", "A login header is required")
+	remote := netx.TCPAddrString(c.t.remoteAddr())
+	var p *auth.Principal
+	var err error
+	cn, certOK := "", false
+	if tt, ok := c.t.(*tcpTransport); ok && !hasLogin && c.s.opts.CertLogin {
+		cn, certOK = netx.PeerCommonName(tt.nc)
+	}
+	switch {
+	case certOK:
+		login = cn
+		p, err = c.s.opts.Auth.LoginExternal(cn, remote)
+	case !hasLogin && c.s.opts.RequireLogin:
+		return protoErr("Access refused", "A login header is required")
+	default:
+		if !hasLogin {
+			login, pass = c.s.opts.DefaultUser, c.s.opts.DefaultPass
 		}
-		login, pass = c.s.opts.DefaultUser, c.s.opts.DefaultPass
+		p, err = c.s.opts.Auth.Login(login, pass, remote)
 	}
-	if !c.s.authenticate(login, pass) {
-		c.log.Warn("stomp login failed", "user", login)
+	if err != nil {
+		if core.KindOf(err) == core.ResourceError {
+			return protoErr("Connection limit reached", "%s", err.Error())
+		}
+		if strings.Contains(err.Error(), "localhost") || strings.Contains(err.Error(), "too many") {
+			return protoErr("Access refused", "%s", err.Error())
+		}
 		return protoErr("Access refused", "Access refused for user '%s'", login)
-	}
-	if netx.LoopbackOnly(c.s.opts.LoopbackUsers, login, netx.TCPAddrString(c.t.remoteAddr())) {
-		c.log.Warn("stomp login refused: user may only connect via localhost", "user", login)
-		return protoErr("Access refused", "User '%s' can only connect via localhost", login)
 	}
 	host := f.Header.Get(frame.Host)
 	if host == "" {
@@ -277,8 +298,14 @@ func (c *conn) onConnect(f *frame.Frame) error {
 	}
 	vh, err := c.s.b.VHost(host)
 	if err != nil {
+		p.Close()
 		return &protoError{Message: "Bad CONNECT", Detail: "Virtual host '" + host + "' does not exist", cause: err}
 	}
+	if err := p.CheckVHost(host); err != nil {
+		p.Close()
+		return protoErr("Access refused", "%s", err.Error())
+	}
+	c.principal = p
 	var ci connectedInfo
 	ci.v = v
 	hdr := []string{frame.Version, v.String(), frame.Server, c.s.opts.ServerName}
@@ -349,13 +376,6 @@ func newSessionID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return "session-" + base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-func (s *Server) authenticate(user, pass string) bool {
-	want, ok := s.opts.Users[user]
-	// Compare anyway so that timing does not tell whether the user exists.
-	eq := subtle.ConstantTimeCompare([]byte(want), []byte(pass)) == 1
-	return ok && eq
 }
 
 // pendingConfirms counts publishes whose Confirm has not fired yet, so

@@ -5,11 +5,12 @@ import (
 	"testing"
 	"time"
 
+	gostomp "github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
-	gostomp "github.com/go-stomp/stomp/v3"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 // TestSendToRouter: what a STOMP SEND becomes in the core, as seen by a

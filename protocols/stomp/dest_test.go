@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	gostomp "github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/queue"
-	gostomp "github.com/go-stomp/stomp/v3"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 func TestParseDestination(t *testing.T) {

@@ -13,15 +13,16 @@ import (
 	"testing"
 	"time"
 
+	gostomp "github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+	"go.uber.org/goleak"
+
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/internal/wiring"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/queue"
 	"github.com/bourse-mq/bourse/storage/stream"
-	gostomp "github.com/go-stomp/stomp/v3"
-	"github.com/go-stomp/stomp/v3/frame"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {

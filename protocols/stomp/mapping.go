@@ -6,9 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-stomp/stomp/v3/frame"
+
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 // STOMP header names of the AMQP properties, as RabbitMQ names them, plus

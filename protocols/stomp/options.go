@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 )
@@ -24,13 +25,20 @@ type Options struct {
 	// RequireLogin refuses a CONNECT without a login header instead of
 	// using DefaultUser.
 	RequireLogin bool
-	// Users are the accepted login/passcode pairs. Nil means
-	// {DefaultUser: DefaultPass}. (Until the security issue lands, this is
-	// the whole of authentication; there is no authorization yet.)
+	// Auth holds the users and their permissions, checked as RabbitMQ's
+	// STOMP plugin checks them (see access.go). Nil means an in-memory
+	// store of Users, who may do anything.
+	Auth *auth.Store
+	// Users are the accepted login/passcode pairs when Auth is nil. Nil
+	// means {DefaultUser: DefaultPass}.
 	Users map[string]string
-	// LoopbackUsers may connect only from a loopback address, as RabbitMQ's
-	// loopback_users ["guest"]; an empty non-nil list restricts nobody.
+	// LoopbackUsers may connect only from a loopback address when Auth is
+	// nil, as RabbitMQ's loopback_users ["guest"]; an empty non-nil list
+	// restricts nobody.
 	LoopbackUsers []string
+	// CertLogin logs a CONNECT without a login header in as its verified
+	// TLS client certificate's common name (RabbitMQ's ssl_cert_login).
+	CertLogin bool
 	// ServerName is the CONNECTED frame's server header ("Bourse/dev").
 	ServerName string
 
@@ -97,8 +105,8 @@ func (o Options) withDefaults() Options {
 	if o.Users == nil {
 		o.Users = map[string]string{o.DefaultUser: o.DefaultPass}
 	}
-	if o.LoopbackUsers == nil {
-		o.LoopbackUsers = []string{"guest"}
+	if o.Auth == nil {
+		o.Auth = auth.NewStatic(o.Users, auth.Options{LoopbackUsers: o.LoopbackUsers})
 	}
 	if o.ServerName == "" {
 		o.ServerName = "Bourse/dev"

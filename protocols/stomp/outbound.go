@@ -4,9 +4,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-stomp/stomp/v3/frame"
+
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 // msgOverhead is what a MESSAGE frame's headers are counted as in the

@@ -3,10 +3,11 @@ package stomp
 import (
 	"sync/atomic"
 
+	"github.com/go-stomp/stomp/v3/frame"
+
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/queue"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 // onSend handles SEND. Its RECEIPT is sent when the router's Confirm fires:
@@ -23,6 +24,9 @@ func (c *conn) onSend(f *frame.Frame) error {
 	_, inTx := f.Header.Contains(frame.Transaction)
 	ex, key, err := c.sendTarget(d, dh, f, inTx)
 	if err != nil {
+		return err
+	}
+	if err := c.allowPublish(ex, key); err != nil {
 		return err
 	}
 	m, err := c.buildMessage(f, ex, key)

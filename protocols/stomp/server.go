@@ -8,10 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/bourse-mq/bourse/internal/netx"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
-	"github.com/coder/websocket"
 )
 
 // Server is the STOMP adapter: it serves STOMP 1.0, 1.1 and 1.2 over TCP

@@ -11,11 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/protocols/stomp/wire"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/queue"
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
 type ackMode uint8
@@ -263,6 +265,10 @@ func (c *conn) onSubscribe(f *frame.Frame) error {
 	if err != nil {
 		return err
 	}
+	if err := c.allow(auth.Queue, qname, auth.Read); err != nil {
+		cleanup()
+		return err
+	}
 	s := &subscription{
 		c: c, id: id, tag: tag, dest: dh, mode: mode, queueName: qname,
 		durableQueue: durable && (d.kind == destTopic || d.kind == destExchange),
@@ -406,6 +412,9 @@ func (c *conn) subscriptionQueue(d destination, f *frame.Frame, id string, durab
 		return "", nothing, err
 	}
 	info.Args = args
+	if err := c.allowSubscriptionQueue(ex, name, key, args); err != nil {
+		return "", nothing, err
+	}
 	if _, err := c.vh.DeclareQueue(router.QueueDecl{QueueInfo: info, Owner: c.id}); err != nil {
 		return "", nothing, err
 	}
@@ -553,6 +562,9 @@ func (c *conn) ensureQueue(name string, f *frame.Frame, subscribe bool) error {
 		return err
 	}
 	info.Args = args
+	if err := c.allowDeclare(name, args); err != nil {
+		return err
+	}
 	if _, err := c.vh.DeclareQueue(router.QueueDecl{QueueInfo: info, Owner: c.id}); err != nil {
 		return err
 	}
