@@ -259,8 +259,6 @@ func (s *Store) Empty() bool {
 	return len(s.users) == 0
 }
 
-var validTags = []string{"administrator", "management", "monitoring", "policymaker", "impersonator"}
-
 // PutUser creates or updates a user with a password (hashed with
 // argon2id here) and tags. An empty password makes a user who can log in
 // only with a client certificate (EXTERNAL).
@@ -624,6 +622,16 @@ var errLoginFailed = refused("login refused: invalid credentials")
 // loopback user from elsewhere, too many failures from this host) or
 // ResourceError (connection limit reached).
 func (s *Store) Login(user, pass string, remote net.Addr) (*Principal, error) {
+	return s.login(user, pass, remote, true)
+}
+
+// Authenticate checks credentials like Login but takes no connection slot:
+// for one HTTP request. Its principal's Close does nothing.
+func (s *Store) Authenticate(user, pass string, remote net.Addr) (*Principal, error) {
+	return s.login(user, pass, remote, false)
+}
+
+func (s *Store) login(user, pass string, remote net.Addr, slot bool) (*Principal, error) {
 	host := hostOf(remote)
 	if s.fails.limited(host, s.o.MaxFailuresPerMinute) {
 		return nil, refused("login refused: too many failed logins from %s, retry later", host)
@@ -655,7 +663,7 @@ func (s *Store) Login(user, pass string, remote net.Addr) (*Principal, error) {
 		s.failed(host, user, remote)
 		return nil, errLoginFailed
 	}
-	return s.admit(user, remote, "password")
+	return s.admit(user, remote, "password", slot)
 }
 
 // LoginExternal logs in a client that proved its identity another way (a
@@ -669,10 +677,10 @@ func (s *Store) LoginExternal(user string, remote net.Addr) (*Principal, error) 
 		s.failed(hostOf(remote), user, remote)
 		return nil, refused("login refused: certificate user '%s' does not exist", user)
 	}
-	return s.admit(user, remote, "certificate")
+	return s.admit(user, remote, "certificate", true)
 }
 
-func (s *Store) admit(user string, remote net.Addr, how string) (*Principal, error) {
+func (s *Store) admit(user string, remote net.Addr, how string, slot bool) (*Principal, error) {
 	if slices.Contains(s.o.LoopbackUsers, user) && !isLoopback(remote) {
 		s.log.Warn("login refused: user may only connect via localhost", "user", user, "remote", remote)
 		return nil, refused("User '%s' can only connect via localhost", user)
@@ -687,6 +695,11 @@ func (s *Store) admit(user string, remote net.Addr, how string) (*Principal, err
 	if u == nil {
 		return nil, errLoginFailed
 	}
+	p := &Principal{Name: user, Tags: tags, s: s}
+	if !slot {
+		p.once.Do(func() {})
+		return p, nil
+	}
 	s.cmu.Lock()
 	if s.o.MaxConnections > 0 && s.conns >= s.o.MaxConnections {
 		s.cmu.Unlock()
@@ -700,7 +713,7 @@ func (s *Store) admit(user string, remote net.Addr, how string) (*Principal, err
 	s.perUser[user]++
 	s.cmu.Unlock()
 	s.log.Debug("login", "user", user, "remote", remote, "by", how)
-	return &Principal{Name: user, Tags: tags, s: s}, nil
+	return p, nil
 }
 
 func (s *Store) mac(user, pass string) [32]byte {

@@ -159,7 +159,9 @@ func TestCrashKeepsConfirmedMessages(t *testing.T) {
 		var mu sync.Mutex
 		for _, p := range pubs {
 			wg.Add(1)
+			mu.Lock() // publishers of this round already write next
 			start := next[p]
+			mu.Unlock()
 			go func() {
 				defer wg.Done()
 				var last int

@@ -9,12 +9,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -222,5 +224,85 @@ func TestMutualTLSRequired(t *testing.T) {
 			t.Fatal("STOMP+TLS without a client certificate was accepted")
 		}
 		c.Close()
+	}
+}
+
+// TestCertificateLogin: with tls.cert_login, a client presenting a
+// verified certificate and no credentials is the user its CN names, on
+// AMQP (the EXTERNAL mechanism), MQTT (no user name) and STOMP (no login).
+// A certificate whose CN is no user is refused.
+func TestCertificateLogin(t *testing.T) {
+	p := newPKI(t)
+	br := Start(t, append(tlsArgs(p, "optional"), "--tls-cert-login")...)
+	rh := func(method, path, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+br.Addrs["http"]+path, strings.NewReader(body))
+		req.SetBasicAuth("guest", "guest")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode/100 != 2 {
+			t.Fatalf("%s %s: %v %v", method, path, err, resp)
+		}
+		resp.Body.Close()
+	}
+	rh("PUT", "/api/users/device-7", `{"password_hash":"","tags":""}`)
+	rh("PUT", "/api/permissions/%2F/device-7", `{"configure":"^device-7\\.","write":".*","read":"^device-7\\."}`)
+	der, key := p.issue(t, 300, "device-7", x509.ExtKeyUsageClientAuth)
+	dev := &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+
+	conn, err := amqp.DialTLS_ExternalAuth("amqps://"+br.Addrs["amqps"]+"/", dev)
+	if err != nil {
+		t.Fatalf("AMQP EXTERNAL: %v", err)
+	}
+	ch, _ := conn.Channel()
+	if _, err := ch.QueueDeclare("device-7.inbox", false, false, true, false, nil); err != nil {
+		t.Fatalf("declare as device-7: %v", err)
+	}
+	ch, _ = conn.Channel()
+	if _, err := ch.QueueDeclare("other", false, false, true, false, nil); err == nil {
+		t.Fatal("device-7 declared outside its permissions: it is not guest")
+	}
+	conn.Close()
+
+	// MQTT over TLS, no user name.
+	nc, err := tls.Dial("tcp", br.Addrs["mqtts"], dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := paho.NewClient(paho.ClientConfig{Conn: nc})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ca, err := mc.Connect(ctx, &paho.Connect{ClientID: "dev7", CleanStart: true, KeepAlive: 30}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("MQTT with a certificate: %v %+v", err, ca)
+	}
+	_ = mc.Disconnect(&paho.Disconnect{})
+
+	// STOMP over TLS, no login: the connection shows up as device-7.
+	sn, err := tls.Dial("tcp", br.Addrs["stomps"], dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := stomp.Connect(sn, stomp.ConnOpt.Host("/"), stomp.ConnOpt.HeartBeat(0, 0))
+	if err != nil {
+		t.Fatalf("STOMP with a certificate: %v", err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+br.Addrs["http"]+"/api/connections", nil)
+	req.SetBasicAuth("guest", "guest")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"user":"device-7"`) {
+		t.Fatalf("connections: %s", body)
+	}
+	_ = sc.Disconnect()
+
+	// A verified certificate whose CN is no user: refused.
+	der2, key2 := p.issue(t, 301, "stranger", x509.ExtKeyUsageClientAuth)
+	stranger := &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{{Certificate: [][]byte{der2}, PrivateKey: key2}}}
+	var ae *amqp.Error
+	if _, err := amqp.DialTLS_ExternalAuth("amqps://"+br.Addrs["amqps"]+"/", stranger); !errors.As(err, &ae) || ae.Code != amqp.AccessRefused {
+		t.Fatalf("unknown certificate user: %v", err)
 	}
 }

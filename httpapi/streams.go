@@ -31,8 +31,9 @@ type StreamsOptions struct {
 	Broker *router.Broker
 	Store  *stream.Store
 	// Authorize decides whether the request may read (write = false) or
-	// commit offsets (write = true) in vhost; it writes the refusal itself.
-	Authorize func(w http.ResponseWriter, r *http.Request, vhost string, write bool) bool
+	// commit offsets (write = true) of a stream of vhost; it writes the
+	// refusal itself.
+	Authorize func(w http.ResponseWriter, r *http.Request, vhost, stream string, write bool) bool
 	// MaxWait caps the wait parameter (default 30s).
 	MaxWait time.Duration
 }
@@ -111,7 +112,7 @@ func jsonError(w http.ResponseWriter, code int, reason string, extra map[string]
 // lookup finds the stream of a request; it answers the error itself.
 func (h *streamsHandler) lookup(w http.ResponseWriter, r *http.Request, write bool) (*stream.Log, string, string, bool) {
 	vhost, name := r.PathValue("vhost"), r.PathValue("stream")
-	if h.o.Authorize != nil && !h.o.Authorize(w, r, vhost, write) {
+	if h.o.Authorize != nil && !h.o.Authorize(w, r, vhost, name, write) {
 		return nil, "", "", false
 	}
 	v, err := h.o.Broker.VHost(vhost)

@@ -34,7 +34,7 @@ func streamServer(t *testing.T) (*router.VHost, *httptest.Server) {
 		t.Fatal(err)
 	}
 	s := New(Options{})
-	s.MountStreams(StreamsOptions{Broker: b, Store: st, Authorize: func(w http.ResponseWriter, r *http.Request, _ string, _ bool) bool {
+	s.MountStreams(StreamsOptions{Broker: b, Store: st, Authorize: func(w http.ResponseWriter, r *http.Request, _, _ string, _ bool) bool {
 		if u, p, ok := r.BasicAuth(); ok && u == "guest" && p == "guest" {
 			return true
 		}

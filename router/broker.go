@@ -66,6 +66,11 @@ type Options struct {
 	Now              func() time.Time
 }
 
+// SetMaxQueuesPerVHost bounds the queues (streams included) of each vhost:
+// a declare beyond it fails with PreconditionFailed, as RabbitMQ's
+// max-queues vhost limit. Queues that exist stay. 0 removes the bound.
+func (b *Broker) SetMaxQueuesPerVHost(n int) { b.maxQueues.Store(int64(n)) }
+
 // Stats count what the broker routed, across vhosts.
 type Stats struct {
 	Published  uint64 // messages published (each once, however many queues took it)
@@ -75,8 +80,9 @@ type Stats struct {
 
 // Broker is the set of vhosts.
 type Broker struct {
-	opts Options
-	log  *slog.Logger
+	opts      Options
+	log       *slog.Logger
+	maxQueues atomic.Int64 // per vhost; 0: no limit
 
 	published, unroutable, confirmed atomic.Uint64
 	connReg                          connRegistry

@@ -389,3 +389,27 @@ type sink struct{}
 
 func (sink) Deliver(queue.Delivery) bool   { return true }
 func (sink) Cancelled(*queue.Queue, error) {}
+
+func TestMaxQueuesPerVHost(t *testing.T) {
+	b := New(Options{})
+	v, _ := b.VHost("/")
+	b.SetMaxQueuesPerVHost(2)
+	for _, n := range []string{"a", "b"} {
+		if _, err := v.DeclareQueue(QueueDecl{QueueInfo: QueueInfo{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := v.DeclareQueue(QueueDecl{QueueInfo: QueueInfo{Name: "c"}}); !errors.Is(err, core.ErrPreconditionFailed) {
+		t.Fatalf("third queue: %v, want precondition failed", err)
+	}
+	// Redeclaring an existing queue is not a new queue.
+	if _, err := v.DeclareQueue(QueueDecl{QueueInfo: QueueInfo{Name: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.DeleteQueue("a", false, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.DeclareQueue(QueueDecl{QueueInfo: QueueInfo{Name: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+}

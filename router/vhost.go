@@ -281,6 +281,9 @@ func (v *VHost) DeclareQueue(d QueueDecl) (DeclareOk, error) {
 	if reserved(d.Name) && !strings.HasPrefix(d.Name, "amq.gen-") {
 		return DeclareOk{}, core.Errorf(core.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", d.Name)
 	}
+	if max := v.b.maxQueues.Load(); max > 0 && int64(len(v.queues)) >= max {
+		return DeclareOk{}, core.Errorf(core.PreconditionFailed, "cannot declare queue '%s' in vhost '%s': queue limit (%d) is reached", d.Name, v.name, max)
+	}
 	if err := d.Args.Validate(); err != nil {
 		return DeclareOk{}, core.Wrap(core.PreconditionFailed, err, "queue '%s' arguments", d.Name)
 	}

@@ -126,14 +126,17 @@ func newListCmd() *cobra.Command {
 	var asJSON bool
 	var vhost string
 	cmd := &cobra.Command{
-		Use: "list queues|streams|exchanges|bindings|vhosts", Short: "list broker objects", Args: cobra.ExactArgs(1),
+		Use: "list queues|streams|exchanges|bindings|vhosts|connections|users|permissions", Short: "list broker objects", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := args[0]
-			path := map[string]string{"queues": "queues", "streams": "queues", "exchanges": "exchanges", "bindings": "bindings", "vhosts": "vhosts"}[what]
+			path := map[string]string{"queues": "queues", "streams": "queues", "exchanges": "exchanges", "bindings": "bindings",
+				"vhosts": "vhosts", "connections": "connections", "users": "users", "permissions": "permissions"}[what]
 			if path == "" {
-				return fmt.Errorf("list %s: want queues, streams, exchanges, bindings or vhosts", what)
+				return fmt.Errorf("list %s: want queues, streams, exchanges, bindings, vhosts, connections, users or permissions", what)
 			}
-			if vhost != "" && what != "vhosts" {
+			if vhost != "" && (what == "connections") {
+				path = "vhosts/" + url.PathEscape(vhost) + "/connections"
+			} else if vhost != "" && what != "vhosts" && what != "users" && what != "permissions" {
 				path += "/" + url.PathEscape(vhost)
 			}
 			b, err := c.do("GET", path, nil)
@@ -159,19 +162,31 @@ func newListCmd() *cobra.Command {
 				return enc.Encode(rows)
 			}
 			cols := map[string][]string{
-				"queues":    {"vhost", "name", "type", "durable", "messages_ready", "messages_unacknowledged", "consumers"},
-				"streams":   {"vhost", "name", "messages", "consumers"},
-				"exchanges": {"vhost", "name", "type", "durable", "internal"},
-				"bindings":  {"vhost", "source", "destination_type", "destination", "routing_key"},
-				"vhosts":    {"name", "messages"},
+				"queues":      {"vhost", "name", "type", "durable", "messages_ready", "messages_unacknowledged", "consumers"},
+				"streams":     {"vhost", "name", "messages", "consumers"},
+				"exchanges":   {"vhost", "name", "type", "durable", "internal"},
+				"bindings":    {"vhost", "source", "destination_type", "destination", "routing_key"},
+				"vhosts":      {"name", "messages"},
+				"connections": {"name", "protocol", "user", "vhost", "peer_host", "channels"},
+				"users":       {"name", "tags"},
+				"permissions": {"user", "vhost", "configure", "write", "read"},
 			}[what]
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, strings.ToUpper(strings.Join(cols, "\t")))
-			sort.SliceStable(rows, func(i, j int) bool { return fmt.Sprint(rows[i]["name"]) < fmt.Sprint(rows[j]["name"]) })
+			sort.SliceStable(rows, func(i, j int) bool {
+				return fmt.Sprint(rows[i]["name"], rows[i]["user"]) < fmt.Sprint(rows[j]["name"], rows[j]["user"])
+			})
 			for _, r := range rows {
 				vals := make([]string, len(cols))
 				for i, k := range cols {
 					vals[i] = fmt.Sprint(r[k])
+					if list, ok := r[k].([]any); ok {
+						parts := make([]string, len(list))
+						for i, x := range list {
+							parts[i] = fmt.Sprint(x)
+						}
+						vals[i] = strings.Join(parts, ",")
+					}
 					if r[k] == nil {
 						vals[i] = ""
 					}

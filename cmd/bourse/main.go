@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newTailCmd(), newDefinitionsCmd(), newListCmd(), newDeclareCmd(), newDeleteCmd(), newStatusCmd(), newPublishCmd(), newGetCmd(), newHealthcheckCmd(), &cobra.Command{
+	root.AddCommand(newServeCmd(), newTailCmd(), newDefinitionsCmd(), newListCmd(), newDeclareCmd(), newDeleteCmd(), newStatusCmd(), newPublishCmd(), newGetCmd(), newHealthcheckCmd(), newUserCmd(), newPermissionsCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "print the version",
 		Run: func(cmd *cobra.Command, _ []string) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
 	"github.com/bourse-mq/bourse/httpapi/console"
@@ -140,24 +139,31 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	}
 	log.Info("restored topology", "vhosts", len(defs.VHosts), "exchanges", len(defs.Exchanges), "queues", len(defs.Queues), "bindings", len(defs.Bindings))
 	restoreMessages(broker, journal, recovered, log)
+	broker.SetMaxQueuesPerVHost(cfg.Limits.MaxQueuesPerVHost)
+	users, err := openUsers(ms, cfg, log)
+	if err != nil {
+		return err
+	}
 
 	var ready atomic.Bool
 	registerJournalMetrics(reg, journal)
 	web := httpapi.New(httpapi.Options{Logger: log, Ready: ready.Load, Registry: reg})
 	a := cfg.Auth
+	certLogin := cfg.TLS.CertLogin
 	amqpSrv := amqp.New(broker, amqp.Options{
-		Logger: log.With("service", "amqp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
+		Logger: log.With("service", "amqp"), DefaultVHost: a.DefaultVHost, Auth: users, CertLogin: certLogin,
 		FrameMax: uint32(cfg.Limits.MaxFrameBytes), Heartbeat: cfg.Heartbeat.D(), MaxMessageBytes: cfg.Limits.MaxMessageBytes,
-		LoopbackUsers: a.LoopbackUsers,
+		ChannelMax: uint16(cfg.Limits.MaxChannels), MaxConsumersPerChannel: cfg.Limits.MaxConsumersPerChannel,
 	})
 	stompSrv := stomp.New(broker, stomp.Options{
 		Logger: log.With("service", "stomp"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
+		Auth: users, CertLogin: certLogin,
 		MaxBodyBytes: cfg.Limits.MaxMessageBytes, WebSocketOriginPatterns: cfg.WebSocketOrigins,
-		LoopbackUsers: a.LoopbackUsers,
 	})
 	mqttSrv := mqtt.New(broker, mqtt.Options{
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
-		WebSocketOriginPatterns: cfg.WebSocketOrigins, LoopbackUsers: a.LoopbackUsers, Store: ms,
+		Auth: users, CertLogin: certLogin,
+		WebSocketOriginPatterns: cfg.WebSocketOrigins, Store: ms,
 	})
 	monitor := alarm.Start(alarm.Options{
 		MemoryLimit: memoryLimit(cfg.Limits), DiskFreeLimit: cfg.Limits.DiskFreeLimitBytes, Dir: cfg.DataDir,
@@ -182,7 +188,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	web.MountMetrics(httpapi.MetricsOptions{Broker: broker, Registry: reg, Prefix: cfg.MetricsPrefix,
 		Protocols: map[string]httpapi.ProtocolStats{"amqp": amqpSrv, "mqtt": mqttSrv, "stomp": stompSrv}})
 	var listeners atomic.Pointer[[]mgmt.Listener]
-	web.Handle("/api/", mgmt.New(mgmt.Options{Broker: broker, Auth: configAuth{a}, Node: monitor, Version: versionString(),
+	web.Handle("/api/", mgmt.New(mgmt.Options{Broker: broker, Users: users, Node: monitor, Version: versionString(),
 		Listeners: func() []mgmt.Listener {
 			if l := listeners.Load(); l != nil {
 				return *l
@@ -191,7 +197,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		}}))
 	web.Handle("/console/", console.Handler("/console/"))
 	web.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusFound))
-	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: basicAuth(a)})
+	web.MountStreams(httpapi.StreamsOptions{Broker: broker, Store: streams, Authorize: streamAuth(users)})
 	web.Handle("/ws/stomp", stompSrv.WebSocketHandler())
 	web.Handle("/ws", stompSrv.WebSocketHandler()) // RabbitMQ Web-STOMP's path
 	web.Handle("/ws/mqtt", mqttSrv.WebSocketHandler())
@@ -249,6 +255,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 			closeAll()
 			return fmt.Errorf("%s listener: %w", name, err)
 		}
+		ln = netx.RateLimitListener(ln, cfg.Limits.ConnectionRatePerIP, log.With("service", name))
 		if l.tls {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
@@ -287,7 +294,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		for {
 			select {
 			case <-hup:
-				onReload(log, level, reload, monitor, tlsCerts, cfg.TLS.CertFile)
+				onReload(log, level, reload, monitor, tlsCerts, cfg.TLS.CertFile, users, broker)
 			case <-hupDone:
 				return
 			}
@@ -330,7 +337,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 }
 
 // onReload applies what SIGHUP may change without a restart.
-func onReload(log *slog.Logger, level *slog.LevelVar, reload func() (config.Config, error), m *alarm.Monitor, certs *netx.Certs, certFile string) {
+func onReload(log *slog.Logger, level *slog.LevelVar, reload func() (config.Config, error), m *alarm.Monitor, certs *netx.Certs, certFile string,
+	users *auth.Store, b *router.Broker) {
 	cfg, err := reload()
 	if err != nil {
 		log.Error("configuration not reloaded", "err", err)
@@ -340,6 +348,8 @@ func onReload(log *slog.Logger, level *slog.LevelVar, reload func() (config.Conf
 		log.Error("log level not reloaded", "err", err)
 	}
 	m.SetLimits(memoryLimit(cfg.Limits), cfg.Limits.DiskFreeLimitBytes)
+	users.SetLimits(cfg.Limits.MaxConnections, cfg.Limits.MaxConnectionsPerUser)
+	b.SetMaxQueuesPerVHost(cfg.Limits.MaxQueuesPerVHost)
 	if certs != nil {
 		if err := certs.Reload(); err != nil {
 			log.Error("TLS certificate not reloaded; the old one stays", "err", err)
@@ -381,38 +391,55 @@ func notifySystemd(log *slog.Logger, state string) {
 	}
 }
 
-// configAuth authenticates the management API against the configured
-// default user (administrator), loopback users only from loopback.
-type configAuth struct{ a config.Auth }
-
-func (c configAuth) AuthenticateHTTP(user, pass, remote string) ([]string, error) {
-	if subtle.ConstantTimeCompare([]byte(user), []byte(c.a.DefaultUser)) != 1 ||
-		subtle.ConstantTimeCompare([]byte(pass), []byte(c.a.DefaultPass)) != 1 {
-		return nil, errors.New("login failed")
+// openUsers opens the user store kept in the metadata store. On the first
+// start (no user at all) it creates the configured default user as an
+// administrator with every permission on the default vhost, as RabbitMQ
+// creates guest.
+func openUsers(ms *meta.Store, cfg config.Config, log *slog.Logger) (*auth.Store, error) {
+	a := cfg.Auth
+	users, err := auth.Open(ms, auth.Options{LoopbackUsers: a.LoopbackUsers, MaxFailuresPerMinute: a.MaxFailuresPerMinute,
+		MaxConnections: cfg.Limits.MaxConnections, MaxConnectionsPerUser: cfg.Limits.MaxConnectionsPerUser,
+		Logger: log.With("component", "auth")})
+	if err != nil {
+		return nil, err
 	}
-	if slices.Contains(c.a.LoopbackUsers, user) && !netx.IsLoopback(remote) {
-		return nil, errors.New("user may only connect from loopback")
+	if users.Empty() && a.DefaultUser != "" {
+		if err := users.PutUser(a.DefaultUser, a.DefaultPass, []string{"administrator"}); err != nil {
+			return nil, fmt.Errorf("default user: %w", err)
+		}
+		if err := users.SetPermissions(auth.Permission{User: a.DefaultUser, VHost: a.DefaultVHost, Configure: ".*", Write: ".*", Read: ".*"}); err != nil {
+			return nil, fmt.Errorf("default user: %w", err)
+		}
+		log.Info("created the default user", "user", a.DefaultUser, "vhost", a.DefaultVHost)
 	}
-	return []string{"administrator"}, nil
+	return users, nil
 }
 
-// basicAuth checks HTTP Basic credentials against the configured default
-// user (loopback users only from loopback, as on every listener).
-func basicAuth(a config.Auth) func(w http.ResponseWriter, r *http.Request, vhost string, write bool) bool {
-	return func(w http.ResponseWriter, r *http.Request, _ string, _ bool) bool {
+// streamAuth checks HTTP Basic credentials for the stream endpoints: read
+// permission on the stream in its vhost, for records and for offsets.
+func streamAuth(users *auth.Store) func(w http.ResponseWriter, r *http.Request, vhost, stream string, write bool) bool {
+	return func(w http.ResponseWriter, r *http.Request, vhost, stream string, _ bool) bool {
 		user, pass, ok := r.BasicAuth()
-		good := ok && subtle.ConstantTimeCompare([]byte(user), []byte(a.DefaultUser)) == 1 &&
-			subtle.ConstantTimeCompare([]byte(pass), []byte(a.DefaultPass)) == 1
-		if good && slices.Contains(a.LoopbackUsers, user) {
-			good = netx.IsLoopback(r.RemoteAddr)
+		var p *auth.Principal
+		var err error
+		if ok {
+			p, err = users.Authenticate(user, pass, auth.Addr(r.RemoteAddr))
 		}
-		if !good {
+		if !ok || err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="bourse"`)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write([]byte(`{"error":"not_authorised","reason":"Login failed"}` + "\n"))
+			return false
 		}
-		return good
+		if err := p.Check(vhost, auth.Queue, stream, auth.Read); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			b, _ := json.Marshal(map[string]string{"error": "access_refused", "reason": err.Error()})
+			_, _ = w.Write(append(b, '\n'))
+			return false
+		}
+		return true
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/queue"
@@ -49,7 +50,7 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request, p principal, part
 		}
 	case "vhosts":
 		if len(parts) == 3 && parts[2] == "connections" && get {
-			a.listConns(w, parts[1])
+			a.listConns(w, r, parts[1])
 			return
 		}
 		a.vhosts(w, r, parts[1:])
@@ -59,7 +60,7 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request, p principal, part
 		return
 	case "consumers":
 		if get && n <= 2 {
-			a.consumers(w, parts[1:])
+			a.consumers(w, r, parts[1:])
 			return
 		}
 	case "exchanges":
@@ -76,6 +77,15 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request, p principal, part
 		return
 	case "health":
 		a.health(w, r, parts[1:])
+		return
+	case "users":
+		a.users(w, r, parts[1:])
+		return
+	case "permissions":
+		a.permissions(w, r, parts[1:], false)
+		return
+	case "topic-permissions":
+		a.permissions(w, r, parts[1:], true)
 		return
 	case "aliveness-test":
 		if n == 2 && get {
@@ -159,9 +169,15 @@ func (a *API) connJSON(c *router.Conn) map[string]any {
 		"connected_at": i.Connected.UnixMilli(), "client_properties": map[string]any{"connection_name": i.ClientID}}
 }
 
-func (a *API) listConns(w http.ResponseWriter, vhost string) {
+// listConns lists connections (of one vhost, or all); users without the
+// monitoring or administrator tag see their own only, as in RabbitMQ.
+func (a *API) listConns(w http.ResponseWriter, r *http.Request, vhost string) {
 	out := []any{}
+	p, ok := principalOf(r)
 	for _, c := range a.o.Broker.Conns() {
+		if ok && !p.monitor() && c.Info.User != p.name {
+			continue
+		}
 		if vhost == "" || c.Info.VHost == vhost {
 			out = append(out, a.connJSON(c))
 		}
@@ -172,7 +188,7 @@ func (a *API) listConns(w http.ResponseWriter, vhost string) {
 func (a *API) connections(w http.ResponseWriter, r *http.Request, parts []string) {
 	switch {
 	case len(parts) == 0 && r.Method == http.MethodGet:
-		a.listConns(w, "")
+		a.listConns(w, r, "")
 	case len(parts) == 1:
 		var found *router.Conn
 		for _, c := range a.o.Broker.Conns() {
@@ -205,8 +221,8 @@ func (a *API) connections(w http.ResponseWriter, r *http.Request, parts []string
 	}
 }
 
-func (a *API) consumers(w http.ResponseWriter, parts []string) {
-	names, ok := a.vhostNames(parts, w)
+func (a *API) consumers(w http.ResponseWriter, r *http.Request, parts []string) {
+	names, ok := a.vhostNames(r, parts, w)
 	if !ok {
 		return
 	}
@@ -242,7 +258,7 @@ func (a *API) vhosts(w http.ResponseWriter, r *http.Request, parts []string) {
 	switch {
 	case len(parts) == 0 && r.Method == http.MethodGet:
 		out := []any{}
-		for _, n := range a.o.Broker.VHosts() {
+		for _, n := range visible(r, a.o.Broker.VHosts()) {
 			out = append(out, a.vhostInfo(n))
 		}
 		writeJSON(w, http.StatusOK, out)
@@ -262,11 +278,22 @@ func (a *API) vhosts(w http.ResponseWriter, r *http.Request, parts []string) {
 			}
 			if existed {
 				w.WriteHeader(http.StatusNoContent)
-			} else {
-				w.WriteHeader(http.StatusCreated)
+				return
 			}
+			// As RabbitMQ's API: the creating user gets full permissions.
+			if p, ok := principalOf(r); ok {
+				if err := a.o.Users.SetPermissions(auth.Permission{User: p.name, VHost: name, Configure: ".*", Write: ".*", Read: ".*"}); err != nil {
+					writeCoreError(w, err)
+					return
+				}
+			}
+			w.WriteHeader(http.StatusCreated)
 		case http.MethodDelete:
 			if err := a.o.Broker.DeleteVHost(name); err != nil {
+				writeCoreError(w, err)
+				return
+			}
+			if err := a.o.Users.VHostDeleted(name); err != nil {
 				writeCoreError(w, err)
 				return
 			}
@@ -287,9 +314,9 @@ func exchangeJSON(vhost string, e core.ExchangeInfo) map[string]any {
 		"internal": e.Internal, "arguments": tableJSON(e.Args), "user_who_performed_action": ""}
 }
 
-func (a *API) vhostNames(parts []string, w http.ResponseWriter) ([]string, bool) {
+func (a *API) vhostNames(r *http.Request, parts []string, w http.ResponseWriter) ([]string, bool) {
 	if len(parts) == 0 {
-		return a.o.Broker.VHosts(), true
+		return visible(r, a.o.Broker.VHosts()), true
 	}
 	if a.vhost(w, parts[0]) == nil {
 		return nil, false
@@ -314,7 +341,7 @@ func (a *API) exchanges(w http.ResponseWriter, r *http.Request, parts []string) 
 			methodNotAllowed(w, "GET")
 			return
 		}
-		names, ok := a.vhostNames(parts, w)
+		names, ok := a.vhostNames(r, parts, w)
 		if !ok {
 			return
 		}
@@ -446,7 +473,7 @@ func (a *API) queues(w http.ResponseWriter, r *http.Request, parts []string) {
 			methodNotAllowed(w, "GET")
 			return
 		}
-		names, ok := a.vhostNames(parts, w)
+		names, ok := a.vhostNames(r, parts, w)
 		if !ok {
 			return
 		}
@@ -561,7 +588,7 @@ func (a *API) bindings(w http.ResponseWriter, r *http.Request, parts []string) {
 			methodNotAllowed(w, "GET")
 			return
 		}
-		names, ok := a.vhostNames(parts, w)
+		names, ok := a.vhostNames(r, parts, w)
 		if !ok {
 			return
 		}
@@ -857,10 +884,10 @@ func (a *API) export(vhosts []string, withVHost bool) definitions {
 	return d
 }
 
-// Import applies definitions: vhosts, then exchanges, queues and bindings
-// (declared as RabbitMQ's import does: an existing equivalent object is
-// kept, an inequivalent one is an error). Users, permissions and policies
-// are not imported by this API (see the users API).
+// Import applies definitions: vhosts, users and permissions (for a whole
+// broker's definitions), then exchanges, queues and bindings (declared as
+// RabbitMQ's import does: an existing equivalent object is kept, an
+// inequivalent one is an error). Policies are not supported.
 func (a *API) Import(d definitions, onlyVHost string) error {
 	vhostOf := func(s string) string {
 		if onlyVHost != "" {
@@ -880,6 +907,9 @@ func (a *API) Import(d definitions, onlyVHost string) error {
 			if _, err := a.o.Broker.AddVHost(name); err != nil {
 				return err
 			}
+		}
+		if err := a.importUsers(d); err != nil {
+			return err
 		}
 	}
 	get := func(name string) (*router.VHost, error) {
@@ -956,7 +986,11 @@ func (a *API) definitions(w http.ResponseWriter, r *http.Request, parts []string
 			names = []string{only}
 		}
 		sort.Strings(names)
-		writeJSON(w, http.StatusOK, a.export(names, only == ""))
+		d := a.export(names, only == "")
+		if only == "" {
+			a.exportUsers(&d, names)
+		}
+		writeJSON(w, http.StatusOK, d)
 	case http.MethodPost:
 		var d definitions
 		if err := a.readBody(r, &d); err != nil {

@@ -8,6 +8,7 @@
 package mgmt
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,15 +19,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bourse-mq/bourse/auth"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
 )
-
-// Authenticator checks HTTP Basic credentials and returns the user's tags
-// (administrator, management, monitoring, …).
-type Authenticator interface {
-	AuthenticateHTTP(user, pass, remoteAddr string) (tags []string, err error)
-}
 
 // Listener is one of the broker's bound listeners, for /api/overview and
 // the listener health checks.
@@ -46,7 +42,7 @@ type Node interface {
 // Options configure the API.
 type Options struct {
 	Broker    *router.Broker
-	Auth      Authenticator
+	Users     *auth.Store
 	Node      Node
 	Listeners func() []Listener
 	Version   string
@@ -73,15 +69,27 @@ func New(o Options) *API {
 	return &API{o: o, node: "bourse@" + host, started: time.Now()}
 }
 
+// principal is the user of one request. As in RabbitMQ: administrator may
+// do everything; monitoring may read everything; management and
+// policymaker users see and act on the vhosts they have permissions in,
+// within those permissions; users without these tags may not use the API.
 type principal struct {
 	name string
 	tags []string
+	p    *auth.Principal
 }
 
 func (p principal) admin() bool { return slices.Contains(p.tags, "administrator") }
 
+func (p principal) monitor() bool { return p.admin() || slices.Contains(p.tags, "monitoring") }
+
 func (p principal) canRead() bool {
-	return p.admin() || slices.Contains(p.tags, "management") || slices.Contains(p.tags, "monitoring") || slices.Contains(p.tags, "policymaker")
+	return p.monitor() || slices.Contains(p.tags, "management") || slices.Contains(p.tags, "policymaker")
+}
+
+// sees reports whether the user may see vhost's objects.
+func (p principal) sees(vhost string) bool {
+	return p.monitor() || p.p.CheckVHost(vhost) == nil
 }
 
 // ServeHTTP authenticates, then routes on the escaped path (vhost "/" is
@@ -93,14 +101,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "not_authorised", "Not authorised")
 		return
 	}
-	tags, err := a.o.Auth.AuthenticateHTTP(user, pass, r.RemoteAddr)
+	ap, err := a.o.Users.Authenticate(user, pass, auth.Addr(r.RemoteAddr))
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Bourse Management"`)
 		writeError(w, http.StatusUnauthorized, "not_authorised", "Login failed")
 		return
 	}
-	p := principal{user, tags}
-	if !p.canRead() || (r.Method != http.MethodGet && r.Method != http.MethodHead && !p.admin()) {
+	p := principal{ap.Name, ap.Tags, ap}
+	if !p.canRead() {
 		writeError(w, http.StatusForbidden, "not_authorised", "Not management user")
 		return
 	}
@@ -109,7 +117,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "bad escape in path")
 		return
 	}
-	a.dispatch(w, r, p, parts)
+	if err := a.authorize(r, p, parts); err != nil {
+		writeError(w, http.StatusForbidden, "access_refused", err.Error())
+		return
+	}
+	a.dispatch(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)), p, parts)
 }
 
 // splitEscaped splits /api/a/b%2Fc into ["a", "b/c"].

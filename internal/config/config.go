@@ -49,6 +49,10 @@ type TLS struct {
 	CAFile string `koanf:"ca_file" yaml:"ca_file"`
 	// ClientAuth: none, optional (verified when presented) or required.
 	ClientAuth string `koanf:"client_auth" yaml:"client_auth"`
+	// CertLogin logs in a client that presents a verified certificate and
+	// no credentials as the user named by the certificate's common name
+	// (AMQP's EXTERNAL mechanism; MQTT and STOMP without a user name).
+	CertLogin bool `koanf:"cert_login" yaml:"cert_login"`
 }
 
 // Listeners are listen addresses; an empty address turns a listener off.
@@ -78,6 +82,10 @@ type Auth struct {
 	// LoopbackUsers may connect only from loopback addresses (RabbitMQ's
 	// loopback_users); by default the well-known guest account.
 	LoopbackUsers []string `koanf:"loopback_users" yaml:"loopback_users"`
+	// MaxFailuresPerMinute is how many failed logins a source host may make
+	// in a minute before it is refused unchecked for the rest of it; -1
+	// turns the limit off.
+	MaxFailuresPerMinute int `koanf:"max_failures_per_minute" yaml:"max_failures_per_minute"`
 }
 
 // Storage configures durability.
@@ -106,6 +114,21 @@ type Limits struct {
 	// DiskFreeLimitBytes blocks publishers while the data directory's file
 	// system has less free space (RabbitMQ's disk_free_limit); 0 = off.
 	DiskFreeLimitBytes int64 `koanf:"disk_free_limit_bytes" yaml:"disk_free_limit_bytes"`
+	// MaxConnections bounds logged-in connections over every protocol and
+	// MaxConnectionsPerUser those of one user (0: unlimited); refusals are
+	// AMQP 530, MQTT CONNACK 0x97 (3.1.1: 0x03) and a STOMP ERROR.
+	MaxConnections        int `koanf:"max_connections" yaml:"max_connections"`
+	MaxConnectionsPerUser int `koanf:"max_connections_per_user" yaml:"max_connections_per_user"`
+	// MaxChannels bounds AMQP channels per connection (channel_max).
+	MaxChannels int `koanf:"max_channels" yaml:"max_channels"`
+	// MaxConsumersPerChannel bounds AMQP consumers per channel (0: unlimited).
+	MaxConsumersPerChannel int `koanf:"max_consumers_per_channel" yaml:"max_consumers_per_channel"`
+	// MaxQueuesPerVHost bounds queues (streams included) per vhost (0: unlimited).
+	MaxQueuesPerVHost int `koanf:"max_queues_per_vhost" yaml:"max_queues_per_vhost"`
+	// ConnectionRatePerIP bounds new connections per second from one
+	// source address on every listener (0: unlimited); connections above it
+	// are closed at accept.
+	ConnectionRatePerIP float64 `koanf:"connection_rate_per_ip" yaml:"connection_rate_per_ip"`
 }
 
 // Default returns the embedded defaults: every listener on loopback.
@@ -122,10 +145,11 @@ func Default() Config {
 		TLS:           TLS{ClientAuth: "none"},
 		MetricsPrefix: "bourse",
 		Log:           Log{Level: "info", Format: "text"},
-		Auth:          Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"}},
-		Storage:       Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
+		Auth: Auth{DefaultVHost: "/", DefaultUser: "guest", DefaultPass: "guest", LoopbackUsers: []string{"guest"},
+			MaxFailuresPerMinute: 20},
+		Storage: Storage{Fsync: "always", FsyncInterval: Duration(200 * time.Millisecond), QueueMemoryBytes: 64 << 20},
 		Limits: Limits{MaxFrameBytes: 128 << 10, MaxMessageBytes: 16 << 20,
-			MemoryHighWatermark: 0.4, DiskFreeLimitBytes: 50_000_000},
+			MemoryHighWatermark: 0.4, DiskFreeLimitBytes: 50_000_000, MaxChannels: 2047},
 		Heartbeat:        Duration(60 * time.Second),
 		WebSocketOrigins: []string{},
 	}
@@ -150,6 +174,7 @@ var flagKeys = map[string]string{
 	"tls-key":         "tls.key_file",
 	"tls-ca":          "tls.ca_file",
 	"tls-client-auth": "tls.client_auth",
+	"tls-cert-login":  "tls.cert_login",
 	"memory-limit":    "limits.memory_limit_bytes",
 	"disk-free-limit": "limits.disk_free_limit_bytes",
 }
@@ -178,6 +203,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("tls-key", "", "PEM private key of --tls-cert")
 	fs.String("tls-ca", "", "PEM CAs that sign client certificates (mTLS)")
 	fs.String("tls-client-auth", d.TLS.ClientAuth, "client certificates: none, optional, required")
+	fs.Bool("tls-cert-login", false, "log in clients without credentials as their verified certificate's common name (AMQP EXTERNAL)")
 	fs.Int64("memory-limit", 0, "memory alarm threshold in bytes (default: limits.memory_high_watermark of RAM)")
 	fs.Int64("disk-free-limit", d.Limits.DiskFreeLimitBytes, "disk alarm: block publishers below this many free bytes (0: off)")
 }
@@ -312,6 +338,15 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("tls.client_auth: %q is not one of none, optional, required", c.TLS.ClientAuth)
+	}
+	if c.TLS.CertLogin && (c.TLS.ClientAuth == "" || c.TLS.ClientAuth == "none") {
+		return fmt.Errorf("tls.cert_login needs tls.client_auth optional or required")
+	}
+	if c.Limits.MaxConnections < 0 || c.Limits.MaxConnectionsPerUser < 0 || c.Limits.MaxQueuesPerVHost < 0 || c.Limits.ConnectionRatePerIP < 0 {
+		return fmt.Errorf("limits.max_connections, max_connections_per_user, max_queues_per_vhost and connection_rate_per_ip must not be negative")
+	}
+	if c.Limits.MaxChannels < 1 || c.Limits.MaxChannels > 65535 {
+		return fmt.Errorf("limits.max_channels: %d is not between 1 and 65535", c.Limits.MaxChannels)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("tls.cert_file and tls.key_file go together")

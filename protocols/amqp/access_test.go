@@ -246,3 +246,23 @@ func TestConnectionLimitPerUser(t *testing.T) {
 	c.Close()
 	conns[1].Close()
 }
+
+func TestMaxConsumersPerChannel(t *testing.T) {
+	e := startServer(t, func(o *Options) { o.MaxConsumersPerChannel = 2 })
+	conn := e.dial(t)
+	ch, _ := conn.Channel()
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := ch.Consume(q.Name, "", true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = ch.Consume(q.Name, "", true, false, false, false, nil)
+	var ae *amqp091.Error
+	if !errors.As(err, &ae) || ae.Code != amqp091.NotAllowed || !strings.Contains(ae.Reason, "consumers per channel") {
+		t.Fatalf("third consumer: %v, want 530", err)
+	}
+}

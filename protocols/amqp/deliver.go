@@ -147,9 +147,13 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	}
 	ch.mu.Lock()
 	_, dup := ch.consumers[tag]
+	n := len(ch.consumers)
 	ch.mu.Unlock()
 	if dup {
 		return errorf(wire.NotAllowed, m, "attempt to reuse consumer tag '%s'", tag)
+	}
+	if max := ch.c.s.opts.MaxConsumersPerChannel; max > 0 && n >= max {
+		return errorf(wire.NotAllowed, m, "reached maximum (%d) of consumers per channel", max)
 	}
 	if name == router.ReplyToPrefix {
 		return ch.consumeReplyTo(m, tag)

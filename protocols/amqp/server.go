@@ -42,6 +42,10 @@ type Options struct {
 	CertLogin bool
 	// ChannelMax is the highest channel number a client may open [2047].
 	ChannelMax uint16
+	// MaxConsumersPerChannel bounds basic.consume per channel; beyond it
+	// the channel is closed with 530 NOT_ALLOWED (RabbitMQ's
+	// consumer_max_per_channel) [0: unlimited].
+	MaxConsumersPerChannel int
 	// FrameMax is the largest frame, header and end octet included, that
 	// the server accepts and proposes [131072]. Clients may lower it, down to
 	// 4096.
