@@ -210,3 +210,78 @@ func TestManagementAPIWithRabbitHole(t *testing.T) {
 		t.Fatalf("unknown queue: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestChannelsAndRates: /api/channels lists AMQP channels with their
+// consumers, unacked count and confirm/tx mode; queue message_stats carry
+// rates that follow the traffic.
+func TestChannelsAndRates(t *testing.T) {
+	br := Start(t)
+	rh, err := rabbithole.NewClient("http://"+br.Addrs["http"], "guest", "guest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := br.AMQP(t)
+	pubCh, _ := conn.Channel()
+	if err := pubCh.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pubCh.QueueDeclare("rated", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	subCh, _ := conn.Channel()
+	if err := subCh.Qos(10, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := subCh.Consume("rated", "c1", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	txCh, _ := conn.Channel()
+	if err := txCh.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	// Publish at about 200/s for 3 s, never acking: 10 stay unacked.
+	stop := time.Now().Add(3 * time.Second)
+	for time.Now().Before(stop) {
+		if err := pubCh.Publish("", "rated", false, false, amqp.Publishing{Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rh.GetQueue("/", "rated"); err != nil { // the API samples while traffic flows
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	q, err := rh.GetQueue("/", "rated")
+	if err != nil || q.MessageStats == nil {
+		t.Fatalf("queue: %+v %v", q, err)
+	}
+	if r := q.MessageStats.PublishDetails.Rate; r < 20 || r > 1000 {
+		t.Fatalf("publish rate %v/s while publishing at about 100-200/s", r)
+	}
+	chans, err := rh.ListChannels()
+	if err != nil || len(chans) != 3 {
+		t.Fatalf("channels: %+v %v", chans, err)
+	}
+	byNum := map[int]rabbithole.ChannelInfo{}
+	for _, c := range chans {
+		byNum[c.Number] = c
+	}
+	if c := byNum[1]; !c.UsesPublisherConfirms || c.User != "guest" || c.Vhost != "/" {
+		t.Fatalf("publishing channel %+v", c)
+	}
+	if c := byNum[2]; c.ConsumerCount != 1 || c.UnacknowledgedMessageCount != 10 {
+		t.Fatalf("consuming channel %+v", c)
+	}
+	if c := byNum[3]; !c.Transactional {
+		t.Fatalf("tx channel %+v", c)
+	}
+	if one, err := rh.GetChannel(byNum[2].Name); err != nil || one.Number != 2 {
+		t.Fatalf("GetChannel(%q): %+v %v", byNum[2].Name, one, err)
+	}
+	// Once the traffic stops, the rate falls to zero.
+	time.Sleep(2500 * time.Millisecond)
+	rh.GetQueue("/", "rated")
+	time.Sleep(2500 * time.Millisecond)
+	if q, _ := rh.GetQueue("/", "rated"); q.MessageStats.PublishDetails.Rate != 0 {
+		t.Fatalf("publish rate %v/s after the traffic stopped", q.MessageStats.PublishDetails.Rate)
+	}
+}

@@ -25,7 +25,18 @@ type ConnInfo struct {
 
 // ConnStats are a connection's live figures.
 type ConnStats struct {
-	Channels int
+	Channels    int
+	ChannelList []ChannelStats // AMQP channels; nil for protocols without them
+}
+
+// ChannelStats describe one AMQP channel, for the management API.
+type ChannelStats struct {
+	Number         int
+	Consumers      int
+	Unacked        int  // deliveries awaiting acknowledgement
+	GlobalPrefetch int  // channel-wide prefetch (basic.qos global=true)
+	Confirm        bool // publisher confirms on
+	Transactional  bool // tx.select done
 }
 
 // Conn is a registered connection.

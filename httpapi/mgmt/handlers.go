@@ -53,11 +53,28 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request, p principal, part
 			a.listConns(w, r, parts[1])
 			return
 		}
+		if len(parts) == 3 && parts[2] == "channels" && get {
+			a.channels(w, r, parts[1], "", "")
+			return
+		}
 		a.vhosts(w, r, parts[1:])
 		return
 	case "connections":
+		if len(parts) == 3 && parts[2] == "channels" && get {
+			a.channels(w, r, "", parts[1], "")
+			return
+		}
 		a.connections(w, r, parts[1:])
 		return
+	case "channels":
+		if get && n <= 2 {
+			name := ""
+			if n == 2 {
+				name = parts[1]
+			}
+			a.channels(w, r, "", "", name)
+			return
+		}
 	case "consumers":
 		if get && n <= 2 {
 			a.consumers(w, r, parts[1:])
@@ -137,10 +154,14 @@ func (a *API) overview(w http.ResponseWriter) {
 		"exchange_types": []map[string]string{{"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"}},
 		"object_totals":  map[string]int{"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": conns, "channels": chans},
 		"queue_totals":   map[string]int{"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
-		"message_stats": map[string]uint64{"publish": bs.Published, "confirm": bs.Confirmed, "return_unroutable": bs.Unroutable,
-			"deliver_get": delivered, "ack": acked, "redeliver": redelivered},
+		"message_stats": overviewStats(a.rates.messageStats("overview", [nCounters]uint64{bs.Published, delivered, acked, redelivered}), bs.Confirmed, bs.Unroutable),
 		"listeners": listeners,
 	})
+}
+
+func overviewStats(m map[string]any, confirmed, unroutable uint64) map[string]any {
+	m["confirm"], m["return_unroutable"] = confirmed, unroutable
+	return m
 }
 
 func (a *API) nodeInfo() map[string]any {
@@ -449,14 +470,15 @@ func queueType(q *queue.Queue) string {
 	return "classic"
 }
 
-func queueJSON(vhost string, q *queue.Queue, node string) map[string]any {
+func (a *API) queueJSON(vhost string, q *queue.Queue) map[string]any {
+	node := a.node
 	c := q.Config()
 	st := q.Stats()
 	m := map[string]any{"name": c.Name, "vhost": vhost, "durable": c.Durable, "auto_delete": c.AutoDelete, "exclusive": c.Exclusive,
 		"arguments": tableJSON(c.Arguments), "type": queueType(q), "state": "running", "node": node,
 		"messages": st.Ready + st.Unacked, "messages_ready": st.Ready, "messages_unacknowledged": st.Unacked,
 		"message_bytes": st.ReadyBytes, "message_bytes_ready": st.ReadyBytes, "consumers": st.Consumers,
-		"message_stats": map[string]uint64{"publish": st.Published, "deliver_get": st.Delivered, "ack": st.Acked, "redeliver": st.Redelivered}}
+		"message_stats": a.rates.messageStats("q\x00"+vhost+"\x00"+c.Name, [nCounters]uint64{st.Published, st.Delivered, st.Acked, st.Redelivered})}
 	if l := q.StreamLog(); l != nil {
 		first, next := l.Bounds()
 		segs, bytes := l.Size()
@@ -479,7 +501,7 @@ func (a *API) queues(w http.ResponseWriter, r *http.Request, parts []string) {
 		}
 		a.listIn(w, names, func(vn string, v *router.VHost, add func(any)) {
 			for _, q := range v.Queues() {
-				add(queueJSON(vn, q, a.node))
+				add(a.queueJSON(vn, q))
 			}
 		})
 		return
@@ -523,7 +545,7 @@ func (a *API) queues(w http.ResponseWriter, r *http.Request, parts []string) {
 			writeCoreError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, queueJSON(parts[0], q, a.node))
+		writeJSON(w, http.StatusOK, a.queueJSON(parts[0], q))
 	case http.MethodPut:
 		var body struct {
 			Durable    *bool          `json:"durable"`

@@ -53,6 +53,7 @@ type Options struct {
 // API is the management API handler.
 type API struct {
 	o       Options
+	rates   rateSampler
 	node    string
 	started time.Time
 }

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 	"github.com/bourse-mq/bourse/router/queue"
@@ -35,6 +36,7 @@ type channel struct {
 	pubOK                   bool      // pubExchange passed the write check at pubGen
 	pubGen                  uint64
 	pubExchange             string
+	mode                    atomic.Uint32 // modeConfirm | modeTx, for the management API
 
 	cf confirms // publisher confirms; own lock
 
@@ -49,6 +51,12 @@ type channel struct {
 	consumers                 map[string]*consumer
 	blocked                   []*queue.Sub // refused for channel-wide reasons (qos, flow)
 }
+
+// Channel modes, for the management API.
+const (
+	modeConfirm = 1
+	modeTx      = 2
+)
 
 func newChannel(c *conn, id uint16) *channel {
 	ch := &channel{c: c, id: id, consumers: map[string]*consumer{}}

@@ -49,7 +49,8 @@ type conn struct {
 	capCancelNotify bool         // consumer_cancel_notify
 
 	// Reader-owned.
-	chans       []*channel // by channel number
+	chans       []*channel // by channel number; written under cmu
+	cmu         sync.Mutex // lets the management API read chans
 	cleaned     bool
 	clientDone  bool // connection.close(-ok) handled: stop reading
 	linger      bool // close the socket gracefully: the peer may still be writing
@@ -411,9 +412,32 @@ func (c *conn) handshake() error {
 		Local: c.nc.LocalAddr().String(), ClientID: c.clientName,
 	}, func(reason string) {
 		c.closeWith(errorf(wire.ConnectionForced, nil, "broker forced connection closure with reason '%s'", reason))
-	}, func() router.ConnStats { return router.ConnStats{Channels: int(c.nchans.Load())} })
+	}, c.stats)
 	c.log.Debug("connection opened", "user", c.user, "vhost", name)
 	return nil
+}
+
+// stats reports the connection's channels to the management API (any
+// goroutine).
+func (c *conn) stats() router.ConnStats {
+	c.cmu.Lock()
+	chans := make([]*channel, 0, 4)
+	for _, ch := range c.chans {
+		if ch != nil {
+			chans = append(chans, ch)
+		}
+	}
+	c.cmu.Unlock()
+	st := router.ConnStats{Channels: int(c.nchans.Load()), ChannelList: make([]router.ChannelStats, 0, len(chans))}
+	for _, ch := range chans {
+		mode := ch.mode.Load()
+		ch.mu.Lock()
+		cs := router.ChannelStats{Number: int(ch.id), Consumers: len(ch.consumers), Unacked: ch.unacked.live,
+			GlobalPrefetch: ch.gPrefetch, Confirm: mode == modeConfirm, Transactional: mode == modeTx}
+		ch.mu.Unlock()
+		st.ChannelList = append(st.ChannelList, cs)
+	}
+	return st
 }
 
 // transportOf names a connection's transport for the management API.
@@ -658,9 +682,14 @@ func (c *conn) openChannel(id uint16, m wire.Method) *amqpError {
 		n = min(n, int(c.channelMax)+1)
 		chans := make([]*channel, n)
 		copy(chans, c.chans)
+		c.cmu.Lock()
 		c.chans = chans
+		c.cmu.Unlock()
 	}
-	c.chans[id] = newChannel(c, id)
+	ch := newChannel(c, id)
+	c.cmu.Lock()
+	c.chans[id] = ch
+	c.cmu.Unlock()
 	c.s.channels.Add(1)
 	c.nchans.Add(1)
 	c.out.pushMethod(id, &wire.ChannelOpenOk{})
@@ -670,7 +699,9 @@ func (c *conn) openChannel(id uint16, m wire.Method) *amqpError {
 // freeChannel releases a channel number after close/close-ok.
 func (c *conn) freeChannel(id uint16) {
 	if int(id) < len(c.chans) && c.chans[id] != nil {
+		c.cmu.Lock()
 		c.chans[id] = nil
+		c.cmu.Unlock()
 		c.s.channels.Add(-1)
 		c.nchans.Add(-1)
 	}
@@ -685,7 +716,9 @@ func (c *conn) cleanupChannels() {
 	for i, ch := range c.chans {
 		if ch != nil {
 			ch.teardown()
+			c.cmu.Lock()
 			c.chans[i] = nil
+			c.cmu.Unlock()
 			c.s.channels.Add(-1)
 			c.nchans.Add(-1)
 		}

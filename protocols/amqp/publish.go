@@ -231,6 +231,7 @@ func (ch *channel) confirmSelect(m *wire.ConfirmSelect) error {
 		return errorf(wire.PreconditionFailed, m, "cannot switch from tx to confirm mode")
 	}
 	ch.confirmMode = true
+	ch.mode.Store(modeConfirm)
 	if !m.NoWait {
 		ch.c.out.pushMethod(ch.id, &wire.ConfirmSelectOk{})
 	}
@@ -257,6 +258,7 @@ func (ch *channel) txSelect(m *wire.TxSelect) error {
 	if ch.tx == nil {
 		ch.tx = &txState{}
 	}
+	ch.mode.Store(modeTx)
 	ch.c.out.pushMethod(ch.id, &wire.TxSelectOk{})
 	return nil
 }
