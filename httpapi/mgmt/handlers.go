@@ -154,8 +154,8 @@ func (a *API) overview(w http.ResponseWriter) {
 		"exchange_types": []map[string]string{{"name": "direct"}, {"name": "fanout"}, {"name": "topic"}, {"name": "headers"}},
 		"object_totals":  map[string]int{"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": conns, "channels": chans},
 		"queue_totals":   map[string]int{"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
-		"message_stats": overviewStats(a.rates.messageStats("overview", [nCounters]uint64{bs.Published, delivered, acked, redelivered}), bs.Confirmed, bs.Unroutable),
-		"listeners": listeners,
+		"message_stats":  overviewStats(a.rates.messageStats("overview", [nCounters]uint64{bs.Published, delivered, acked, redelivered}), bs.Confirmed, bs.Unroutable),
+		"listeners":      listeners,
 	})
 }
 
