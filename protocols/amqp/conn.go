@@ -487,6 +487,8 @@ func (c *conn) readHandshake() (wire.Method, error) {
 			continue
 		case f.Type != wire.FrameMethod:
 			return nil, errorf(wire.UnexpectedFrame, nil, "expected a method frame during the handshake, got frame type %d", f.Type)
+		case f.Channel != 0 && connectionClass(f.Payload):
+			return nil, errConnectionMethodOffChannel0(f.Channel)
 		case f.Channel != 0:
 			return nil, errorf(wire.ChannelError, nil, "expected channel 0 during the handshake, got channel %d", f.Channel)
 		}
@@ -576,12 +578,31 @@ func (c *conn) dispatch(f wire.Frame) *amqpError {
 		if err != nil {
 			return toAMQP(err, nil)
 		}
+		if m.ClassID() == wire.ClassConnection {
+			ae := errConnectionMethodOffChannel0(f.Channel)
+			ae.blame(m)
+			return ae
+		}
 		if _, ok := m.(*wire.ChannelOpen); !ok {
 			return errorf(wire.ChannelError, m, "expected 'channel.open' on channel %d, got %s", f.Channel, m.Name())
 		}
 		return c.openChannel(f.Channel, m)
 	}
 	return ch.frame(f)
+}
+
+// connectionClass reports whether a method frame payload belongs to the
+// connection class.
+func connectionClass(p []byte) bool {
+	return len(p) >= 2 && binary.BigEndian.Uint16(p) == wire.ClassConnection
+}
+
+// errConnectionMethodOffChannel0 is §4.2.3's answer to a connection-class
+// method on another channel than 0: "A peer that receives a non-zero
+// channel number for one of these frames MUST signal a connection
+// exception with reply code 503 (command invalid)."
+func errConnectionMethodOffChannel0(ch uint16) *amqpError {
+	return errorf(wire.CommandInvalid, nil, "connection method on channel %d; the connection class uses channel 0", ch)
 }
 
 // dispatch0 handles a frame on channel 0, the connection's own.

@@ -7,6 +7,9 @@
 //
 // mochi decodes and validates packets, runs keep-alive, topic aliases,
 // packet ids, the QoS 2 handshakes, SUBACK/UNSUBACK reason codes and $SYS.
+// validate.go adds the checks mochi leaves out (will flags and topic,
+// empty topic filters, unknown topic aliases, wildcard response topics)
+// and corrects the CONNACK codes of unsupported protocol versions.
 // The bridge (hook.go) owns everything that touches a message:
 // authentication and vhost selection, publishes, subscriptions, delivery
 // acknowledgements, retained messages, wills and sessions.

@@ -55,6 +55,14 @@ func (h *bridge) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	if c == nil {
 		return nil
 	}
+	if code := checkConnect(pk); code != nil {
+		// MQTT 5 may be told why before the close (§4.13.1); MQTT 3.1.1
+		// has no return code for these and just closes.
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = h.s.mochi.SendConnack(cl, *code, false, nil)
+		}
+		return *code
+	}
 	c.cl.Store(cl)
 	c.mu.Lock()
 	c.v5 = cl.Properties.ProtocolVersion == 5
@@ -289,6 +297,14 @@ func (h *bridge) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
 // PUBREL as it handles it, and a client that hangs up on that PUBREL must
 // not find the message requeued by the disconnect (QoS 2 is exactly once).
 func (h *bridge) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if code := h.checkPacket(cl, pk); code != nil {
+		// mochi's hooks can only end a connection with ErrRejectPacket;
+		// the DISCONNECT (MQTT 5) carries the real reason.
+		if c := connOf(cl); c != nil {
+			c.killCode.CompareAndSwap(nil, code)
+		}
+		return pk, packets.ErrRejectPacket
+	}
 	if pk.FixedHeader.Type == packets.Publish {
 		// Flow control: while a memory or disk alarm holds, a publishing
 		// connection's reader parks here, so nothing more is read from its
@@ -354,6 +370,10 @@ func (h *bridge) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Pac
 	case authQuota:
 		pk.ReasonCode = packets.ErrQuotaExceeded.Code // v3: 0x03 server unavailable
 		pk.Properties.ReasonString = c.authReason
+	}
+	if fixed, ok := connackCodes[packets.Code{Code: pk.ReasonCode, Reason: pk.Properties.ReasonString}]; ok &&
+		(v5 || fixed == packets.ErrUnsupportedProtocolVersion.Code) {
+		pk.ReasonCode = fixed
 	}
 	switch {
 	case !v5 && pk.ReasonCode > 5:

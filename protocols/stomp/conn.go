@@ -3,6 +3,8 @@ package stomp
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -124,6 +126,13 @@ func (c *conn) readLoop() *outItem {
 			if _, ok := wire.IsDecodeError(err); ok {
 				c.log.Info("stomp protocol error", "err", err)
 				it := errorItem(toProtoError(err), "")
+				return &it
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				// The peer ended its stream inside a frame; it may still
+				// read (a half-close), so say why the frame was dropped.
+				c.log.Info("stomp protocol error", "err", err)
+				it := errorItem(protoErr("Malformed frame", "The stream ended inside a frame"), "")
 				return &it
 			}
 			return nil // the peer went away, or the writer closed the socket

@@ -24,4 +24,11 @@
 //
 // Lines may end with LF or CR LF in every version (1.2 "Augmented BNF"
 // allows CR LF; older clients send it too).
+//
+// Hostile input: a command line is read octet by octet and refused at the
+// first octet that cannot belong to a command; a NUL in a header line is
+// refused in every version (it could end the frame early for a peer that
+// splits frames at NUL octets), and so are 1.1 and 1.2 headers that are not
+// UTF-8. The writer never produces what the reader refuses: a NUL, and
+// invalid UTF-8 in 1.1 and 1.2, are written as U+FFFD.
 package wire

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/go-stomp/stomp/v3/frame"
 )
@@ -129,7 +130,11 @@ const readBufferSize = 16 << 10
 // NewReader returns a Reader with version Raw (what a server expects before
 // CONNECT) and the given limits.
 func NewReader(r io.Reader, lim Limits) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), lim: lim.withDefaults()}
+	lim = lim.withDefaults()
+	// A buffer no larger than the header limit lets an over-long line be
+	// refused as soon as the limit is passed, not when 16 KiB have come.
+	size := min(readBufferSize, lim.MaxHeaderBytes+1)
+	return &Reader{br: bufio.NewReaderSize(r, size), lim: lim}
 }
 
 // SetVersion sets the version whose header encoding applies to the frames
@@ -148,17 +153,48 @@ func (r *Reader) Limits() Limits { return r.lim }
 func (r *Reader) Read() (*frame.Frame, error) {
 	for {
 		budget := r.lim.MaxHeaderBytes
-		line, err := r.readLine(&budget, V12)
+		line, err := r.readCommand()
 		if err != nil {
 			return nil, err
 		}
 		if len(line) == 0 {
 			continue // heart-beat, or the optional EOL after a frame's NUL
 		}
-		if !validCommand(line) {
-			return nil, malformed("invalid command line %q", truncate(line))
+		return r.readRest(string(line), budget-len(line)-1)
+	}
+}
+
+// maxCommand is the longest command line accepted (the longest command,
+// UNSUBSCRIBE, has 11 letters).
+const maxCommand = 32
+
+// readCommand reads a command line octet by octet, so that input that
+// cannot be a command (binary, TLS, HTTP) is refused at its first wrong
+// octet rather than when a LF or the header limit comes. An empty line is
+// a heart-beat.
+func (r *Reader) readCommand() ([]byte, error) {
+	r.line = r.line[:0]
+	for {
+		b, err := r.br.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(r.line) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
 		}
-		return r.readRest(string(line), budget)
+		n := len(r.line)
+		switch {
+		case b == '\n':
+			if n > 0 && r.line[n-1] == '\r' {
+				n-- // STOMP 1.2: an optional CR before the LF
+			}
+			return r.line[:n], nil
+		case n > 0 && r.line[n-1] == '\r', // a CR not followed by LF
+			b != '\r' && (b < 'A' || b > 'Z'),
+			n >= maxCommand:
+			return nil, malformed("invalid command line %q", truncate(append(r.line, b)))
+		}
+		r.line = append(r.line, b)
 	}
 }
 
@@ -180,6 +216,11 @@ func (r *Reader) readRest(cmd string, budget int) (*frame.Frame, error) {
 		if n >= r.lim.MaxHeaders {
 			return nil, tooLarge("more than %d header lines", r.lim.MaxHeaders)
 		}
+		if bytes.IndexByte(line, 0) >= 0 {
+			// No escape can produce a NUL, and a peer that splits frames
+			// at NUL octets would see a frame end inside the header.
+			return nil, malformed("NUL octet in header line %q", truncate(line))
+		}
 		i := bytes.IndexByte(line, ':')
 		if i < 0 {
 			return nil, malformed("header line without a colon: %q", truncate(line))
@@ -194,6 +235,11 @@ func (r *Reader) readRest(cmd string, budget int) (*frame.Frame, error) {
 		value, err := decode(line[i+1:], v, true)
 		if err != nil {
 			return nil, err
+		}
+		if v >= V11 && (!utf8.ValidString(key) || !utf8.ValidString(value)) {
+			// STOMP 1.1 and 1.2: "The commands and headers are encoded in
+			// UTF-8."
+			return nil, malformed("header line %q is not UTF-8", truncate(line))
 		}
 		f.Header.Add(key, value)
 	}
@@ -265,18 +311,6 @@ func trimEOL(line []byte, v Version) []byte {
 		line = line[:n-1]
 	}
 	return line
-}
-
-func validCommand(b []byte) bool {
-	if len(b) == 0 || len(b) > 32 {
-		return false
-	}
-	for _, c := range b {
-		if c < 'A' || c > 'Z' {
-			return false
-		}
-	}
-	return true
 }
 
 // decode turns a raw header name or value into a string per v.

@@ -204,3 +204,33 @@ func TestLargeBodyChunked(t *testing.T) {
 		}
 	}
 }
+
+// Bourse never writes a header its own reader refuses: no NUL in any
+// version, and only UTF-8 in 1.1 and 1.2.
+func TestWriterNeverWritesUnreadableHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		v           Version
+		name, value string
+		want        string
+	}{
+		{V12, "k", "a\x00b", "k:a\uFFFDb\n"},
+		{V12, "k", "a\xffb\n", "k:a\uFFFDb\\n\n"},
+		{V11, "k\x00", "v", "k\uFFFD:v\n"},
+		{V10, "k", "a\x00b", "k:a\uFFFDb\n"},
+		{V10, "k", "a\xffb", "k:a\xffb\n"}, // 1.0 headers are octets
+	} {
+		got := string(AppendHeader(nil, tc.v, tc.name, tc.value))
+		if got != tc.want {
+			t.Errorf("%s %q: %q, want %q", tc.v, tc.name+":"+tc.value, got, tc.want)
+		}
+		if Representable(tc.v, tc.name, tc.value) && tc.v != V10 {
+			t.Errorf("%s %q: Representable", tc.v, tc.value)
+		}
+		rd := NewReader(strings.NewReader("SEND\n"+got+"\n\x00"), Limits{})
+		rd.SetVersion(tc.v)
+		f, err := rd.Read()
+		if err != nil {
+			t.Errorf("%s %q: reading it back: %v (frame %v)", tc.v, got, err, f)
+		}
+	}
+}

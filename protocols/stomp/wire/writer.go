@@ -3,6 +3,8 @@ package wire
 import (
 	"io"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/go-stomp/stomp/v3/frame"
 )
@@ -12,7 +14,9 @@ import (
 // STOMP 1.1 and 1.2 escape what they can. Raw and 1.0 have no escapes, so a
 // LF (in a name or a value) or a colon (in a name) cannot be written as is:
 // it is replaced by a space or an underscore rather than allowed to split
-// the header line or inject another header. Callers that must not lose such
+// the header line or inject another header. A NUL, which no version can
+// carry, and invalid UTF-8 in 1.1 and 1.2 (whose headers are UTF-8) become
+// U+FFFD. Callers that must not lose such
 // headers carry them some other way (the adapter uses its typed header).
 func AppendHeader(dst []byte, v Version, name, value string) []byte {
 	dst = appendEncoded(dst, v, name, true)
@@ -24,7 +28,10 @@ func AppendHeader(dst []byte, v Version, name, value string) []byte {
 // Representable reports whether name and value survive AppendHeader in
 // version v unchanged.
 func Representable(v Version, name, value string) bool {
-	if name == "" {
+	if name == "" || strings.IndexByte(name, 0) >= 0 || strings.IndexByte(value, 0) >= 0 {
+		return false
+	}
+	if v >= V11 && (!utf8.ValidString(name) || !utf8.ValidString(value)) {
 		return false
 	}
 	switch v {
@@ -48,9 +55,12 @@ func Representable(v Version, name, value string) bool {
 }
 
 func needsEscape(v Version, s string, isName bool) bool {
+	if v >= V11 && !utf8.ValidString(s) {
+		return true
+	}
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
-		case '\n':
+		case '\n', 0:
 			return true
 		case ':':
 			if isName || v == V11 || v == V12 {
@@ -73,8 +83,17 @@ func appendEncoded(dst []byte, v Version, s string, isName bool) []byte {
 	if !needsEscape(v, s, isName) {
 		return append(dst, s...)
 	}
+	if v >= V11 {
+		s = strings.ToValidUTF8(s, "\uFFFD") // readers refuse anything else
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if c == 0 {
+			// No version can carry a NUL in a header, and a reader that
+			// splits frames at NUL octets would end the frame here.
+			dst = append(dst, "\uFFFD"...)
+			continue
+		}
 		switch v {
 		case V11, V12:
 			switch {
