@@ -2,6 +2,7 @@ package mgmt
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -370,6 +371,9 @@ func (a *API) importUsers(d definitions) error {
 		return core.DefaultVHost
 	}
 	for _, p := range d.Permissions {
+		if str(p, "user") == "" {
+			return fmt.Errorf("a permission entry without a user: %v", p)
+		}
 		if err := a.o.Users.SetPermissions(auth.Permission{User: str(p, "user"), VHost: vhost(p),
 			Configure: str(p, "configure"), Write: str(p, "write"), Read: str(p, "read")}); err != nil {
 			return err
