@@ -253,6 +253,9 @@ func TestChannelsAndRates(t *testing.T) {
 		if _, err := rh.GetQueue("/", "rated"); err != nil { // the API samples while traffic flows
 			t.Fatal(err)
 		}
+		if _, err := rh.ListConnections(); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	q, err := rh.GetQueue("/", "rated")
@@ -261,6 +264,13 @@ func TestChannelsAndRates(t *testing.T) {
 	}
 	if r := q.MessageStats.PublishDetails.Rate; r < 20 || r > 1000 {
 		t.Fatalf("publish rate %v/s while publishing at about 100-200/s", r)
+	}
+	conns, err := rh.ListConnections()
+	if err != nil || len(conns) != 1 {
+		t.Fatalf("connections: %+v %v", conns, err)
+	}
+	if c := conns[0]; c.RecvOct < 1000 || c.SendOct < 1000 || c.RecvOctDetails.Rate <= 0 || c.SendOctDetails.Rate <= 0 {
+		t.Fatalf("connection bytes and rates: recv %d (%v/s) send %d (%v/s)", c.RecvOct, c.RecvOctDetails.Rate, c.SendOct, c.SendOctDetails.Rate)
 	}
 	chans, err := rh.ListChannels()
 	if err != nil || len(chans) != 3 {

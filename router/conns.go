@@ -27,6 +27,9 @@ type ConnInfo struct {
 type ConnStats struct {
 	Channels    int
 	ChannelList []ChannelStats // AMQP channels; nil for protocols without them
+	// RecvOct and SendOct count the bytes read and written on the
+	// connection's socket (0 where the listener does not count them).
+	RecvOct, SendOct uint64
 }
 
 // ChannelStats describe one AMQP channel, for the management API.

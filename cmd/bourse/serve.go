@@ -256,6 +256,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 			return fmt.Errorf("%s listener: %w", name, err)
 		}
 		ln = netx.RateLimitListener(ln, cfg.Limits.ConnectionRatePerIP, log.With("service", name))
+		if l.svc != web { // HTTP keeps *net.TCPConn: the stream endpoint's sendfile needs it
+			ln = netx.CountingListener(ln)
+		}
 		if l.tls {
 			ln = tls.NewListener(ln, tlsCfg)
 		}

@@ -180,13 +180,17 @@ func (a *API) nodeInfo() map[string]any {
 
 func (a *API) connJSON(c *router.Conn) map[string]any {
 	i := c.Info
+	st := c.Stats()
+	rates := a.rates.rates("c\x00"+i.Name, time.Now(), [nCounters]uint64{st.RecvOct, st.SendOct})
 	peerHost, peerPort, _ := net.SplitHostPort(i.Peer)
 	host, port, _ := net.SplitHostPort(i.Local)
 	pp, _ := strconv.Atoi(peerPort)
 	lp, _ := strconv.Atoi(port)
 	return map[string]any{"name": i.Name, "node": a.node, "type": "network", "state": "running", "protocol": i.Protocol,
 		"user": i.User, "vhost": i.VHost, "peer_host": peerHost, "peer_port": pp, "host": host, "port": lp,
-		"ssl": i.Transport == "tls", "transport": i.Transport, "channels": c.Stats().Channels,
+		"ssl": i.Transport == "tls", "transport": i.Transport, "channels": st.Channels,
+		"recv_oct": st.RecvOct, "send_oct": st.SendOct,
+		"recv_oct_details": map[string]float64{"rate": rates[0]}, "send_oct_details": map[string]float64{"rate": rates[1]},
 		"connected_at": i.Connected.UnixMilli(), "client_properties": map[string]any{"connection_name": i.ClientID}}
 }
 

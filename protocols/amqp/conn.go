@@ -429,6 +429,7 @@ func (c *conn) stats() router.ConnStats {
 	}
 	c.cmu.Unlock()
 	st := router.ConnStats{Channels: int(c.nchans.Load()), ChannelList: make([]router.ChannelStats, 0, len(chans))}
+	st.RecvOct, st.SendOct, _ = netx.ByteCounts(c.nc)
 	for _, ch := range chans {
 		mode := ch.mode.Load()
 		ch.mu.Lock()

@@ -161,7 +161,10 @@ func (h *bridge) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 		Name: c.raw.RemoteAddr().String() + " -> " + c.raw.LocalAddr().String(), Protocol: version,
 		Transport: c.transport, User: c.user, VHost: c.vhost.Name(), Peer: c.raw.RemoteAddr().String(),
 		Local: c.raw.LocalAddr().String(), ClientID: c.clientID,
-	}, func(string) { c.kill(packets.ErrAdministrativeAction) }, func() router.ConnStats { return router.ConnStats{Channels: 1} })
+	}, func(string) { c.kill(packets.ErrAdministrativeAction) }, func() router.ConnStats {
+		in, out, _ := netx.ByteCounts(c.raw)
+		return router.ConnStats{Channels: 1, RecvOct: in, SendOct: out}
+	})
 	c.sess.startConsumers(c)
 }
 

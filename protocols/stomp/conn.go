@@ -342,7 +342,13 @@ func (c *conn) onConnect(f *frame.Frame) error {
 		User: login, VHost: host, Peer: c.t.remoteAddr(), Local: localAddr(c.t),
 	}, func(reason string) {
 		c.out.push(errorItem(protoErr("Connection forced", "The broker closed the connection: %s", reason), ""))
-	}, func() router.ConnStats { return router.ConnStats{Channels: 1} })
+	}, func() router.ConnStats {
+		st := router.ConnStats{Channels: 1}
+		if tt, ok := c.t.(*tcpTransport); ok {
+			st.RecvOct, st.SendOct, _ = netx.ByteCounts(tt.nc)
+		}
+		return st
+	})
 	c.rd.SetVersion(v)
 	c.log = c.log.With("user", login, "vhost", host)
 	c.out.push(outItem{f: frame.New(frame.CONNECTED, hdr...), connected: &ci, size: 256})
