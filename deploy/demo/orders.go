@@ -31,7 +31,7 @@ func orders(ctx context.Context) error {
 		return err
 	}
 	events, err := ch.ConsumeWithContext(ctx, "payments", "orders", false, false, false, false,
-		amqp.Table{"x-stream-consumer-name": "orders"})
+		amqp.Table{"x-stream-consumer-name": "orders", "x-stream-offset": "first"})
 	if err != nil {
 		return err
 	}

@@ -248,6 +248,11 @@ func TestStreamNamedOffsetAndDedup(t *testing.T) {
 	// Resumes after the last ack, with no explicit offset.
 	_, c2 := e.channel(t)
 	expectRange(t, readStream(t, c2, "s", amqp091.Table{"x-stream-consumer-name": "billing"}, 15), 25, 40)
+	// A stored offset wins over x-stream-offset, which only places a new
+	// name (the demo's orders processor relies on it across restarts).
+	ch.Publish("", "s", false, false, amqp091.Publishing{MessageId: "late", Body: []byte("event-40")})
+	_, c3 := e.channel(t)
+	expectRange(t, readStream(t, c3, "s", named, 1), 40, 41)
 }
 
 // TestStreamRetentionMovesAReader: retention deletes whole segments while

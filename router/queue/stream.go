@@ -73,10 +73,13 @@ type OffsetSpec struct {
 // StreamOptions are a stream subscription's settings.
 type StreamOptions struct {
 	Offset    OffsetSpec
-	HasOffset bool // Offset was given; otherwise a named reader resumes
+	HasOffset bool // Offset was given
 	// Name makes the reader's progress a named server-side offset: acks
 	// (or deliveries, without acks) store it, and a later subscription of
-	// the same name without an explicit offset resumes from it.
+	// the same name resumes from it. Offset is then only where a name with
+	// no stored offset starts (Kafka's auto.offset.reset): a processor that
+	// says "first" reads everything once, across restarts. To rewind a
+	// named reader, set its offset (HTTP PUT …/offsets/{name}).
 	Name string
 }
 
@@ -319,7 +322,7 @@ type streamRec struct {
 // startOffset resolves where a new reader starts.
 func (st *streamState) startOffset(o StreamOptions) uint64 {
 	first, next := st.log.Bounds()
-	if o.Name != "" && !o.HasOffset {
+	if o.Name != "" {
 		if v, ok := st.log.QueryOffset(o.Name); ok {
 			return max(v, first)
 		}
