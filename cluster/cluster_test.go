@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
 	"github.com/bourse-mq/bourse/cluster"
@@ -383,5 +384,48 @@ func TestNodeReplaysTopologyBeforeReady(t *testing.T) {
 	conflict.Durable = false
 	if _, err := vhost(t, b, "/").DeclareQueue(router.QueueDecl{QueueInfo: conflict}); core.KindOf(err) != core.PreconditionFailed {
 		t.Fatalf("conflicting declare on the restarted node: %v", err)
+	}
+}
+
+// TestNATSModeOnStandaloneJetStream runs two gateways (mode nats, with a
+// user and password) on one standalone JetStream server: the bucket falls
+// back to one replica, and the topology is shared.
+func TestNATSModeOnStandaloneJetStream(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Username: "bourse", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	var brokers []*router.Broker
+	for i := range 2 {
+		n, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{srv.ClientURL()},
+			User: "bourse", Password: "s3cret", NodeName: fmt.Sprintf("gw%d", i), Logger: quiet(), StartTimeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.Close)
+		b := router.New(router.Options{Logger: quiet(), Replicator: n.Topology()})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = n.Topology().Start(ctx, b)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		brokers = append(brokers, b)
+	}
+	if _, err := vhost(t, brokers[0], "/").DeclareQueue(router.QueueDecl{QueueInfo: work}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vhost(t, brokers[1], "/").DeclareQueue(router.QueueDecl{QueueInfo: router.QueueInfo{Name: "work"}, Passive: true}); err != nil {
+		t.Fatalf("passive declare through the other gateway: %v", err)
+	}
+	if _, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{srv.ClientURL()},
+		User: "bourse", Password: "wrong", Logger: quiet(), StartTimeout: 2 * time.Second}); err == nil {
+		t.Fatal("a gateway with a wrong password started")
 	}
 }
