@@ -53,10 +53,13 @@ type StreamStore interface {
 
 // Options configure a Broker.
 type Options struct {
-	Logger   *slog.Logger
-	Meta     MetaStore    // nil: topology is not persisted
-	Messages MessageStore // nil: messages are not persisted
-	Streams  StreamStore  // nil: streams cannot be declared
+	Logger *slog.Logger
+	Meta   MetaStore // nil: topology is not persisted
+	// Replicator, in cluster mode, shares durable topology between nodes
+	// instead of Meta (which is then ignored for topology).
+	Replicator Replicator
+	Messages   MessageStore // nil: messages are not persisted
+	Streams    StreamStore  // nil: streams cannot be declared
 	// OnConfirm, when set, is told how long each confirm of a message that
 	// had to reach the disk took (publish to durable).
 	OnConfirm func(time.Duration)
@@ -99,6 +102,9 @@ func New(opts Options) *Broker {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Replicator != nil {
+		opts.Meta = nil
+	}
 	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
 	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)
 	return b
@@ -126,10 +132,18 @@ func (b *Broker) AddVHost(name string) (*VHost, error) {
 		return nil, err
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if v := b.vhosts[name]; v != nil {
+		b.mu.Unlock()
 		return v, nil
 	}
+	if b.replicating() {
+		b.mu.Unlock()
+		if err := b.opts.Replicator.PutVHost(name); err != nil {
+			return nil, replicaErr(err, "declare vhost '%s' in the cluster", name)
+		}
+		return b.VHost(name)
+	}
+	defer b.mu.Unlock()
 	if b.opts.Meta != nil {
 		if err := b.opts.Meta.PutVHost(name); err != nil {
 			return nil, core.Wrap(core.ResourceError, err, "persist vhost '%s'", name)
@@ -142,11 +156,22 @@ func (b *Broker) AddVHost(name string) (*VHost, error) {
 
 // DeleteVHost deletes a vhost and everything in it.
 func (b *Broker) DeleteVHost(name string) error {
+	return b.syncRetry(func() error { return b.deleteVHost(name) })
+}
+
+func (b *Broker) deleteVHost(name string) error {
 	b.mu.Lock()
 	v := b.vhosts[name]
 	if v == nil {
 		b.mu.Unlock()
 		return core.Errorf(core.NotFound, "no vhost '%s'", name)
+	}
+	if b.replicating() {
+		b.mu.Unlock()
+		if err := b.opts.Replicator.DeleteVHost(name); err != nil {
+			return replicaErr(err, "delete vhost '%s' in the cluster", name)
+		}
+		return nil
 	}
 	if b.opts.Meta != nil {
 		if err := b.opts.Meta.DeleteVHost(name); err != nil {

@@ -88,18 +88,45 @@ func (v *VHost) DeclareExchange(d ExchangeDecl) error {
 	if err := core.ValidateName("exchange", d.Name); err != nil {
 		return err
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	e := v.exchanges[d.Name]
 	if d.Passive {
-		if e == nil {
-			return core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", d.Name, v.name)
+		return v.b.syncRetry(func() error {
+			v.mu.RLock()
+			defer v.mu.RUnlock()
+			if v.exchanges[d.Name] == nil {
+				return core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", d.Name, v.name)
+			}
+			return nil
+		})
+	}
+	v.mu.Lock()
+	if e := v.exchanges[d.Name]; e != nil {
+		v.mu.Unlock()
+		return v.exchangeEquivalent(e.ExchangeInfo, d.ExchangeInfo)
+	}
+	if err := v.checkExchangeDecl(d); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	if d.Durable && v.b.replicating() {
+		v.mu.Unlock()
+		cur, err := v.b.opts.Replicator.PutExchange(v.name, d.ExchangeInfo)
+		if err != nil {
+			return replicaErr(err, "declare exchange '%s' in the cluster", d.Name)
 		}
-		return nil
+		return v.exchangeEquivalent(cur, d.ExchangeInfo)
 	}
-	if e != nil {
-		return v.exchangeEquivalent(e, d.ExchangeInfo)
+	defer v.mu.Unlock()
+	if d.Durable && v.b.opts.Meta != nil {
+		if err := v.b.opts.Meta.PutExchange(v.name, d.ExchangeInfo); err != nil {
+			return core.Wrap(core.ResourceError, err, "persist exchange '%s'", d.Name)
+		}
 	}
+	v.exchanges[d.Name] = newExchange(d.ExchangeInfo)
+	return nil
+}
+
+// checkExchangeDecl checks a new exchange's name, type and arguments.
+func (v *VHost) checkExchangeDecl(d ExchangeDecl) error {
 	if reserved(d.Name) || d.Name == "" {
 		return core.Errorf(core.AccessRefused, "exchange name '%s' contains reserved prefix 'amq.*'", d.Name)
 	}
@@ -109,16 +136,8 @@ func (v *VHost) DeclareExchange(d ExchangeDecl) error {
 	if err := d.Args.Validate(); err != nil {
 		return core.Wrap(core.PreconditionFailed, err, "exchange '%s' arguments", d.Name)
 	}
-	if _, err := newHeadersCheck(d); err != nil {
-		return err
-	}
-	if d.Durable && v.b.opts.Meta != nil {
-		if err := v.b.opts.Meta.PutExchange(v.name, d.ExchangeInfo); err != nil {
-			return core.Wrap(core.ResourceError, err, "persist exchange '%s'", d.Name)
-		}
-	}
-	v.exchanges[d.Name] = newExchange(d.ExchangeInfo)
-	return nil
+	_, err := newHeadersCheck(d)
+	return err
 }
 
 // newHeadersCheck validates arguments that affect routing up front.
@@ -133,7 +152,7 @@ func newHeadersCheck(d ExchangeDecl) (struct{}, error) {
 	return struct{}{}, nil
 }
 
-func (v *VHost) exchangeEquivalent(e *Exchange, d ExchangeInfo) error {
+func (v *VHost) exchangeEquivalent(e ExchangeInfo, d ExchangeInfo) error {
 	diff := func(field string, got, cur any) error {
 		return core.Errorf(core.PreconditionFailed, "inequivalent arg '%s' for exchange '%s' in vhost '%s': received '%v' but current is '%v'", field, d.Name, v.name, got, cur)
 	}
@@ -154,43 +173,63 @@ func (v *VHost) exchangeEquivalent(e *Exchange, d ExchangeInfo) error {
 
 // DeleteExchange deletes an exchange and every binding from or to it.
 func (v *VHost) DeleteExchange(name string, ifUnused bool) error {
+	return v.b.syncRetry(func() error { return v.deleteExchange(name, ifUnused) })
+}
+
+func (v *VHost) deleteExchange(name string, ifUnused bool) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	e := v.exchanges[name]
 	if e == nil {
+		v.mu.Unlock()
 		return core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", name, v.name)
 	}
 	if name == "" || reserved(name) {
+		v.mu.Unlock()
 		return core.Errorf(core.AccessRefused, "operation not permitted on exchange '%s'", name)
 	}
 	if ifUnused && e.nbind > 0 {
+		v.mu.Unlock()
 		return core.Errorf(core.PreconditionFailed, "exchange '%s' in vhost '%s' in use", name, v.name)
 	}
-	return v.deleteExchangeLocked(e)
+	if !v.replicatedExchange(e) {
+		defer v.mu.Unlock()
+		return v.deleteExchangeLocked(e, false)
+	}
+	sources := v.autoDeleteSourcesLocked(Dest{Kind: ToExchange, Name: name})
+	v.mu.Unlock()
+	if err := v.b.opts.Replicator.DeleteExchange(v.name, name); err != nil {
+		return replicaErr(err, "delete exchange '%s' in the cluster", name)
+	}
+	for _, s := range sources {
+		v.autoDeleteExchange(s)
+	}
+	return nil
 }
 
-func (v *VHost) deleteExchangeLocked(e *Exchange) error {
+// deleteExchangeLocked deletes e here; remote says the cluster decided it.
+func (v *VHost) deleteExchangeLocked(e *Exchange, remote bool) error {
 	if e.Durable && v.b.opts.Meta != nil {
 		if err := v.b.opts.Meta.DeleteExchange(v.name, e.Name); err != nil {
 			return core.Wrap(core.ResourceError, err, "delete exchange '%s'", e.Name)
 		}
 	}
 	delete(v.exchanges, e.Name)
-	v.removeBindingsToLocked(Dest{Kind: ToExchange, Name: e.Name})
+	v.removeBindingsToLocked(Dest{Kind: ToExchange, Name: e.Name}, remote)
 	return nil
 }
 
 // removeBindingsToLocked removes every binding whose destination is d, and
-// deletes auto-delete exchanges left without bindings.
-func (v *VHost) removeBindingsToLocked(d Dest) {
+// deletes auto-delete exchanges left without bindings (unless remote: in
+// cluster mode the node that made the change deletes them).
+func (v *VHost) removeBindingsToLocked(d Dest, remote bool) {
 	for _, src := range v.exchanges {
 		for _, b := range src.bindingsTo(d) {
-			v.unbindLocked(src, b)
+			v.unbindLocked(src, b, remote)
 		}
 	}
 }
 
-func (v *VHost) unbindLocked(src *Exchange, b Binding) bool {
+func (v *VHost) unbindLocked(src *Exchange, b Binding, remote bool) bool {
 	if !src.removeBinding(b) {
 		return false
 	}
@@ -200,7 +239,16 @@ func (v *VHost) unbindLocked(src *Exchange, b Binding) bool {
 		}
 	}
 	if src.AutoDelete && src.nbind == 0 {
-		_ = v.deleteExchangeLocked(src)
+		switch {
+		case remote:
+		case v.replicatedExchange(src):
+			// A node-local binding (to an exclusive queue) went with its
+			// connection; the cluster deletes the exchange, not under
+			// this lock.
+			go v.autoDeleteExchange(src.Name)
+		default:
+			_ = v.deleteExchangeLocked(src, false)
+		}
 	}
 	return true
 }
@@ -253,12 +301,23 @@ func (v *VHost) DeclareQueue(d QueueDecl) (DeclareOk, error) {
 	if err := core.ValidateName("queue", d.Name); err != nil {
 		return DeclareOk{}, err
 	}
+	if d.Passive {
+		var ok DeclareOk
+		err := v.b.syncRetry(func() (err error) {
+			ok, err = v.declareQueue(d)
+			return err
+		})
+		return ok, err
+	}
+	return v.declareQueue(d)
+}
+
+func (v *VHost) declareQueue(d QueueDecl) (DeclareOk, error) {
 	v.mu.Lock()
 	if d.Name == "" && !d.Passive {
 		d.Name = genName()
 	}
-	q := v.queues[d.Name]
-	if q != nil {
+	if q := v.queues[d.Name]; q != nil {
 		if err := v.checkOwnerLocked(q, d.Owner); err != nil {
 			v.mu.Unlock()
 			return DeclareOk{}, err
@@ -270,27 +329,22 @@ func (v *VHost) DeclareQueue(d QueueDecl) (DeclareOk, error) {
 			}
 		}
 		v.mu.Unlock()
-		q.Touch()
-		st := q.Stats()
-		return DeclareOk{Name: d.Name, Messages: st.Ready, Consumers: st.Consumers}, nil
+		return declareOk(q), nil
 	}
-	defer v.mu.Unlock()
 	if d.Passive {
+		v.mu.Unlock()
 		return DeclareOk{}, core.Errorf(core.NotFound, "no queue '%s' in vhost '%s'", d.Name, v.name)
 	}
-	if reserved(d.Name) && !strings.HasPrefix(d.Name, "amq.gen-") {
-		return DeclareOk{}, core.Errorf(core.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", d.Name)
-	}
-	if max := v.b.maxQueues.Load(); max > 0 && int64(len(v.queues)) >= max {
-		return DeclareOk{}, core.Errorf(core.PreconditionFailed, "cannot declare queue '%s' in vhost '%s': queue limit (%d) is reached", d.Name, v.name, max)
-	}
-	if err := d.Args.Validate(); err != nil {
-		return DeclareOk{}, core.Wrap(core.PreconditionFailed, err, "queue '%s' arguments", d.Name)
-	}
-	args, err := queue.ParseArgs(d.Args)
+	args, err := v.checkQueueDecl(d)
 	if err != nil {
+		v.mu.Unlock()
 		return DeclareOk{}, err
 	}
+	if v.b.replicating() && replicatedQueue(queue.Config{Durable: d.Durable, Exclusive: d.Exclusive}) {
+		v.mu.Unlock()
+		return v.replicateQueue(d)
+	}
+	defer v.mu.Unlock()
 	var log queue.Log
 	if args.Type == "stream" {
 		if log, err = v.openStreamLocked(d, args); err != nil {
@@ -309,18 +363,76 @@ func (v *VHost) DeclareQueue(d QueueDecl) (DeclareOk, error) {
 	return DeclareOk{Name: d.Name}, nil
 }
 
-// openStreamLocked checks a stream declaration as RabbitMQ does (durable,
-// not exclusive, not auto-delete) and opens its log.
-func (v *VHost) openStreamLocked(d QueueDecl, args queue.Args) (queue.Log, error) {
+func declareOk(q *queue.Queue) DeclareOk {
+	q.Touch()
+	st := q.Stats()
+	return DeclareOk{Name: q.Name(), Messages: st.Ready, Consumers: st.Consumers}
+}
+
+// checkQueueDecl checks a new queue's name and arguments.
+func (v *VHost) checkQueueDecl(d QueueDecl) (queue.Args, error) {
+	if reserved(d.Name) && !strings.HasPrefix(d.Name, "amq.gen-") {
+		return queue.Args{}, core.Errorf(core.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", d.Name)
+	}
+	if max := v.b.maxQueues.Load(); max > 0 && int64(len(v.queues)) >= max {
+		return queue.Args{}, core.Errorf(core.PreconditionFailed, "cannot declare queue '%s' in vhost '%s': queue limit (%d) is reached", d.Name, v.name, max)
+	}
+	if err := d.Args.Validate(); err != nil {
+		return queue.Args{}, core.Wrap(core.PreconditionFailed, err, "queue '%s' arguments", d.Name)
+	}
+	args, err := queue.ParseArgs(d.Args)
+	if err != nil {
+		return queue.Args{}, err
+	}
+	if args.Type == "stream" {
+		if err := v.checkStreamDecl(d); err != nil {
+			return queue.Args{}, err
+		}
+	}
+	return args, nil
+}
+
+// replicateQueue declares a durable queue in the cluster; the queue itself
+// is created on every node (this one included) when the cluster applies it.
+func (v *VHost) replicateQueue(d QueueDecl) (DeclareOk, error) {
+	cur, err := v.b.opts.Replicator.PutQueue(v.name, d.QueueInfo)
+	if err != nil {
+		return DeclareOk{}, replicaErr(err, "declare queue '%s' in the cluster", d.Name)
+	}
+	if err := v.queueEquivalent(queue.Config{Durable: cur.Durable, AutoDelete: cur.AutoDelete,
+		Exclusive: cur.Exclusive, Arguments: cur.Args}, d.QueueInfo); err != nil {
+		return DeclareOk{}, err
+	}
+	v.mu.RLock()
+	q := v.queues[d.Name]
+	v.mu.RUnlock()
+	if q == nil {
+		// Declared, then deleted by another client before we looked.
+		return DeclareOk{Name: d.Name}, nil
+	}
+	return declareOk(q), nil
+}
+
+// checkStreamDecl checks a stream declaration as RabbitMQ does (durable,
+// not exclusive, not auto-delete) and that this broker can hold streams.
+func (v *VHost) checkStreamDecl(d QueueDecl) error {
 	switch {
 	case !d.Durable:
-		return nil, core.Errorf(core.PreconditionFailed, "invalid property 'non-durable' for queue '%s' in vhost '%s': a stream is durable", d.Name, v.name)
+		return core.Errorf(core.PreconditionFailed, "invalid property 'non-durable' for queue '%s' in vhost '%s': a stream is durable", d.Name, v.name)
 	case d.Exclusive:
-		return nil, core.Errorf(core.PreconditionFailed, "invalid property 'exclusive' for queue '%s' in vhost '%s': a stream cannot be exclusive", d.Name, v.name)
+		return core.Errorf(core.PreconditionFailed, "invalid property 'exclusive' for queue '%s' in vhost '%s': a stream cannot be exclusive", d.Name, v.name)
 	case d.AutoDelete:
-		return nil, core.Errorf(core.PreconditionFailed, "invalid property 'auto-delete' for queue '%s' in vhost '%s': a stream cannot be auto-delete", d.Name, v.name)
+		return core.Errorf(core.PreconditionFailed, "invalid property 'auto-delete' for queue '%s' in vhost '%s': a stream cannot be auto-delete", d.Name, v.name)
 	case v.b.opts.Streams == nil:
-		return nil, core.Errorf(core.NotImplemented, "queue '%s': streams need the broker's storage (this broker runs in memory)", d.Name)
+		return core.Errorf(core.NotImplemented, "queue '%s': streams need the broker's storage (this broker runs in memory)", d.Name)
+	}
+	return nil
+}
+
+// openStreamLocked checks a stream declaration and opens its log.
+func (v *VHost) openStreamLocked(d QueueDecl, args queue.Args) (queue.Log, error) {
+	if err := v.checkStreamDecl(d); err != nil {
+		return nil, err
 	}
 	log, err := v.b.opts.Streams.OpenStream(v.name, d.Name, args.StreamConfig())
 	if err != nil {
@@ -443,6 +555,15 @@ func (v *VHost) Queues() []*queue.Queue {
 
 // DeleteQueue deletes a queue, returning its ready message count.
 func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, conn core.ConnID) (int, error) {
+	var n int
+	err := v.b.syncRetry(func() (err error) {
+		n, err = v.deleteQueue(name, ifUnused, ifEmpty, conn)
+		return err
+	})
+	return n, err
+}
+
+func (v *VHost) deleteQueue(name string, ifUnused, ifEmpty bool, conn core.ConnID) (int, error) {
 	v.mu.Lock()
 	q := v.queues[name]
 	if q == nil {
@@ -462,7 +583,12 @@ func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, conn core.ConnI
 		v.mu.Unlock()
 		return 0, core.Errorf(core.PreconditionFailed, "queue '%s' in vhost '%s' is not empty", name, v.name)
 	}
-	err := v.removeQueueLocked(q)
+	if v.b.replicating() && replicatedQueue(q.Config()) {
+		sources := v.autoDeleteSourcesLocked(Dest{Kind: ToQueue, Name: name})
+		v.mu.Unlock()
+		return st.Ready, v.replicateQueueDelete(name, sources)
+	}
+	err := v.removeQueueLocked(q, false)
 	v.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -470,13 +596,26 @@ func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, conn core.ConnI
 	return q.Delete(core.Errorf(core.NotFound, "queue '%s' in vhost '%s' was deleted", name, v.name)), nil
 }
 
-func (v *VHost) removeQueueLocked(q *queue.Queue) error {
+// replicateQueueDelete deletes a queue in the cluster, then the auto-delete
+// exchanges that lost their last binding with it.
+func (v *VHost) replicateQueueDelete(name string, sources []string) error {
+	if err := v.b.opts.Replicator.DeleteQueue(v.name, name); err != nil {
+		return replicaErr(err, "delete queue '%s' in the cluster", name)
+	}
+	for _, s := range sources {
+		v.autoDeleteExchange(s)
+	}
+	return nil
+}
+
+// removeQueueLocked unregisters q here; remote says the cluster decided it.
+func (v *VHost) removeQueueLocked(q *queue.Queue, remote bool) error {
 	if q.Durable() && !q.Config().Exclusive && v.b.opts.Meta != nil {
 		if err := v.b.opts.Meta.DeleteQueue(v.name, q.Name()); err != nil {
 			return core.Wrap(core.ResourceError, err, "delete queue '%s'", q.Name())
 		}
 	}
-	v.removeBindingsToLocked(Dest{Kind: ToQueue, Name: q.Name()})
+	v.removeBindingsToLocked(Dest{Kind: ToQueue, Name: q.Name()}, remote)
 	delete(v.queues, q.Name())
 	if q.IsStream() {
 		if err := v.b.opts.Streams.DeleteStream(v.name, q.Name()); err != nil {
@@ -489,13 +628,31 @@ func (v *VHost) removeQueueLocked(q *queue.Queue) error {
 }
 
 // deleteQueueIf deletes q (auto-delete, x-expires) if it is still registered.
+// In cluster mode a replicated auto-delete queue is deleted in the cluster
+// (from its own goroutine: the hook may run on a client's path); x-expires
+// does not delete a replicated queue, because each node only sees its own
+// use of the queue.
 func (v *VHost) deleteQueueIf(q *queue.Queue, reason string) {
 	v.mu.Lock()
 	if v.queues[q.Name()] != q || (reason == "auto-delete" && q.Consumers() > 0) {
 		v.mu.Unlock()
 		return
 	}
-	err := v.removeQueueLocked(q)
+	if v.b.replicating() && replicatedQueue(q.Config()) {
+		sources := v.autoDeleteSourcesLocked(Dest{Kind: ToQueue, Name: q.Name()})
+		v.mu.Unlock()
+		if reason != "auto-delete" {
+			v.b.log.Warn("queue unused, but kept: in cluster mode x-expires does not delete a replicated queue yet", "vhost", v.name, "queue", q.Name())
+			return
+		}
+		go func() {
+			if err := v.replicateQueueDelete(q.Name(), sources); err != nil {
+				v.b.log.Error("auto-delete queue in the cluster", "vhost", v.name, "queue", q.Name(), "err", err)
+			}
+		}()
+		return
+	}
+	err := v.removeQueueLocked(q, false)
 	v.mu.Unlock()
 	if err != nil {
 		v.b.log.Error("delete unused queue", "vhost", v.name, "queue", q.Name(), "reason", reason, "err", err)
@@ -509,7 +666,7 @@ func (v *VHost) connectionClosed(conn core.ConnID) {
 	var gone []*queue.Queue
 	for _, q := range v.queues {
 		if c := q.Config(); c.Exclusive && c.Owner == conn {
-			if err := v.removeQueueLocked(q); err == nil {
+			if err := v.removeQueueLocked(q, false); err == nil {
 				gone = append(gone, q)
 			}
 		}
@@ -534,15 +691,38 @@ func (v *VHost) PurgeQueue(name string, conn core.ConnID) (int, error) {
 
 // Bind adds a binding from exchange b.Source to b.Dest.
 func (v *VHost) Bind(b Binding, conn core.ConnID) error {
+	return v.b.syncRetry(func() error { return v.bind(b, conn) })
+}
+
+func (v *VHost) bind(b Binding, conn core.ConnID) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	src, err := v.bindEndsLocked(b, conn)
 	if err != nil {
+		v.mu.Unlock()
 		return err
 	}
 	if err := b.Args.Validate(); err != nil {
+		v.mu.Unlock()
 		return core.Wrap(core.PreconditionFailed, err, "binding arguments")
 	}
+	if v.b.replicating() && v.bindingReplicatedLocked(src, b.Dest) {
+		if x, _ := src.findBinding(b); x != nil {
+			v.mu.Unlock()
+			return nil
+		}
+		if src.Type == Headers {
+			if _, err := match.ParseHeadersBinding(b.Args); err != nil {
+				v.mu.Unlock()
+				return err
+			}
+		}
+		v.mu.Unlock()
+		if err := v.b.opts.Replicator.PutBinding(v.name, b); err != nil {
+			return replicaErr(err, "bind in the cluster")
+		}
+		return nil
+	}
+	defer v.mu.Unlock()
 	added, err := src.addBinding(b)
 	if err != nil || !added {
 		return err
@@ -556,16 +736,43 @@ func (v *VHost) Bind(b Binding, conn core.ConnID) error {
 	return nil
 }
 
+// bindingReplicatedLocked: in cluster mode a binding is shared when both
+// ends are.
+func (v *VHost) bindingReplicatedLocked(src *Exchange, d Dest) bool {
+	if !src.Durable {
+		return false
+	}
+	if d.Kind == ToExchange {
+		e := v.exchanges[d.Name]
+		return e != nil && e.Durable
+	}
+	q := v.queues[d.Name]
+	return q != nil && replicatedQueue(q.Config())
+}
+
 // Unbind removes a binding. Removing a binding that does not exist is not an
 // error (as RabbitMQ), but missing exchanges or queues are.
 func (v *VHost) Unbind(b Binding, conn core.ConnID) error {
+	return v.b.syncRetry(func() error { return v.unbind(b, conn) })
+}
+
+func (v *VHost) unbind(b Binding, conn core.ConnID) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	src, err := v.bindEndsLocked(b, conn)
 	if err != nil {
+		v.mu.Unlock()
 		return err
 	}
-	v.unbindLocked(src, b)
+	if !v.b.replicating() || !v.bindingReplicatedLocked(src, b.Dest) {
+		v.unbindLocked(src, b, false)
+		v.mu.Unlock()
+		return nil
+	}
+	v.mu.Unlock()
+	if err := v.b.opts.Replicator.DeleteBinding(v.name, b); err != nil {
+		return replicaErr(err, "unbind in the cluster")
+	}
+	v.autoDeleteExchange(b.Source)
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bourse-mq/bourse/auth"
+	"github.com/bourse-mq/bourse/cluster"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/httpapi"
 	"github.com/bourse-mq/bourse/httpapi/console"
@@ -131,13 +132,37 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		return err
 	}
 	defer streams.Close()
-	broker := router.New(router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams),
-		QueueMemoryBytes: cfg.Storage.QueueMemoryBytes,
-		OnConfirm:        func(d time.Duration) { confirms.Observe(d.Seconds()) }})
-	if err := broker.Restore(defs); err != nil {
-		return err
+	var node *cluster.Node
+	if cfg.Cluster.Mode != "" && cfg.Cluster.Mode != "none" {
+		if node, err = cluster.Start(ctx, clusterOptions(cfg, log)); err != nil {
+			return err
+		}
+		// Closed after the listeners have shut down.
+		defer node.Close()
 	}
-	log.Info("restored topology", "vhosts", len(defs.VHosts), "exchanges", len(defs.Exchanges), "queues", len(defs.Queues), "bindings", len(defs.Bindings))
+	ropts := router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams),
+		QueueMemoryBytes: cfg.Storage.QueueMemoryBytes,
+		OnConfirm:        func(d time.Duration) { confirms.Observe(d.Seconds()) }}
+	if node != nil {
+		ropts.Replicator = node.Topology()
+	}
+	broker := router.New(ropts)
+	if node == nil {
+		if err := broker.Restore(defs); err != nil {
+			return err
+		}
+		log.Info("restored topology", "vhosts", len(defs.VHosts), "exchanges", len(defs.Exchanges), "queues", len(defs.Queues), "bindings", len(defs.Bindings))
+	} else {
+		if n := len(defs.Exchanges) + len(defs.Queues) + len(defs.Bindings); n > 0 {
+			log.Warn("cluster mode: the topology comes from the cluster; the local metadata store's is ignored", "objects", n)
+		}
+		sctx, cancel := context.WithTimeout(ctx, cfg.Cluster.StartTimeout.D())
+		err := node.Topology().Start(sctx, broker)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
 	restoreMessages(broker, journal, recovered, log)
 	broker.SetMaxQueuesPerVHost(cfg.Limits.MaxQueuesPerVHost)
 	users, err := openUsers(ms, cfg, log)
@@ -277,6 +302,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	errc := make(chan error, len(running))
 	var wg sync.WaitGroup
 	addrs := map[string]string{}
+	if node != nil && node.ClientURL() != "" {
+		addrs["nats"] = node.ClientURL()
+	}
 	for _, b := range running {
 		addrs[b.name] = b.ln.Addr().String()
 		log.Info("listening", "service", b.name, "addr", b.ln.Addr().String())
@@ -332,6 +360,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		shut[svc] = true
 		if err := svc.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("shutdown", "service", svc.Name(), "err", err)
+		}
+	}
+	// A service whose own listener is off may still serve WebSocket clients
+	// through the HTTP listener, and has background work to stop.
+	for _, svc := range []service{stompSrv, mqttSrv, amqpSrv} {
+		if !shut[svc] {
+			if err := svc.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Warn("shutdown", "service", svc.Name(), "err", err)
+			}
 		}
 	}
 	wg.Wait()
@@ -523,4 +560,24 @@ func registerAlarmMetrics(reg *prometheus.Registry, m *alarm.Monitor) {
 	gauge("bourse_memory_limit_bytes", "The memory alarm's threshold (0: off).", func() float64 { l, _ := m.Limits(); return float64(l) })
 	gauge("bourse_disk_free_bytes", "Free bytes on the data directory's file system.", func() float64 { return float64(m.Free()) })
 	gauge("bourse_disk_free_limit_bytes", "The disk alarm's threshold (0: off).", func() float64 { _, l := m.Limits(); return float64(l) })
+}
+
+// clusterOptions maps the cluster section of the config to the cluster
+// package's options.
+func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
+	c := cfg.Cluster
+	o := cluster.Options{
+		Mode: c.Mode, URLs: c.NATSURLs, CredentialsFile: c.CredentialsFile, User: c.User, Password: c.Password, Token: c.Token,
+		ClusterName: c.Name, NodeName: c.NodeName, Listen: c.Listen, RouteListen: c.RouteListen, Routes: c.Routes,
+		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), Logger: log.With("component", "cluster"),
+	}
+	if o.StoreDir == "" {
+		o.StoreDir = filepath.Join(cfg.DataDir, "cluster")
+	}
+	if o.NodeName == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(c.RouteListen)
+		o.NodeName = host + "-" + port
+	}
+	return o
 }

@@ -172,3 +172,37 @@ func TestSystemdNotifyAndReload(t *testing.T) {
 		t.Fatalf("notify on stop: %q %v", buf[:n], err)
 	}
 }
+
+// TestServeWithListenersOffLeavesNoGoroutine: a service whose own
+// listener is off (here MQTT and STOMP, served only over WebSocket) is shut
+// down with the rest; its background work used to outlive serve.
+func TestServeWithListenersOffLeavesNoGoroutine(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	ready := filepath.Join(dir, "ready.json")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready, new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ready file never written")
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("shutdown took too long")
+	}
+}

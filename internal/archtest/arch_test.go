@@ -64,14 +64,24 @@ func check(self, imp string) string {
 		if internal && strings.HasPrefix(dep, "protocols") {
 			return "the router never imports an adapter"
 		}
+		if internal && strings.HasPrefix(dep, "cluster") {
+			return "the router declares the Replicator it needs and never imports cluster"
+		}
 	case strings.HasPrefix(self, "storage"):
 		if internal && (strings.HasPrefix(dep, "router") || strings.HasPrefix(dep, "protocols")) {
 			return "storage knows only core"
+		}
+	case self == "cluster" || strings.HasPrefix(self, "cluster/"):
+		if internal && !strings.HasPrefix(dep, "core") && !strings.HasPrefix(dep, "router") && !strings.HasPrefix(dep, "cluster") {
+			return "the cluster backplane implements the router's interfaces and knows only core and router"
 		}
 	case strings.HasPrefix(self, "protocols/"):
 		own := strings.SplitN(strings.TrimPrefix(self, "protocols/"), "/", 2)[0]
 		if internal && strings.HasPrefix(dep, "storage") {
 			return "adapters never import storage"
+		}
+		if internal && strings.HasPrefix(dep, "cluster") {
+			return "adapters never import cluster: only cmd/bourse wires it in"
 		}
 		if internal && strings.HasPrefix(dep, "protocols/") && !strings.HasPrefix(dep, "protocols/"+own) {
 			return "adapters never import each other"
@@ -95,6 +105,9 @@ func TestCheckCatchesViolations(t *testing.T) {
 		{"protocols/mqtt", mod + "storage"},
 		{"storage", mod + "router"},
 		{"httpapi", mod + "cmd/bourse"},
+		{"protocols/amqp", mod + "cluster"},
+		{"router", mod + "cluster"},
+		{"cluster", mod + "storage/meta"},
 	} {
 		if check(c[0], c[1]) == "" {
 			t.Errorf("%s importing %s passed the check", c[0], c[1])

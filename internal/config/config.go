@@ -39,6 +39,40 @@ type Config struct {
 	// TLS, when cert_file is set, opens the TLS listeners (listeners.amqps,
 	// mqtts, stomps, https).
 	TLS TLS `koanf:"tls" yaml:"tls"`
+	// Cluster turns on cluster mode (preview: topology only).
+	Cluster Cluster `koanf:"cluster" yaml:"cluster"`
+}
+
+// Cluster configures cluster mode on NATS JetStream.
+type Cluster struct {
+	// Mode: none (single node), nats (a gateway on an existing JetStream
+	// cluster at NATSURLs), or embedded (this process also runs a
+	// nats-server node with routes to its peers).
+	Mode string `koanf:"mode" yaml:"mode"`
+	// NATSURLs (mode nats) and credentials: a .creds file, or user and
+	// password, or a token.
+	NATSURLs        []string `koanf:"nats_urls" yaml:"nats_urls"`
+	CredentialsFile string   `koanf:"credentials_file" yaml:"credentials_file"`
+	User            string   `koanf:"user" yaml:"user"`
+	Password        string   `koanf:"password" yaml:"password"`
+	Token           string   `koanf:"token" yaml:"token"`
+	// Name is the cluster's name (mode embedded); NodeName this node's,
+	// unique in the cluster (default: the host name and route port).
+	Name     string `koanf:"name" yaml:"name"`
+	NodeName string `koanf:"node_name" yaml:"node_name"`
+	// Listen is the embedded server's NATS client listener; RouteListen
+	// its cluster route listener; Routes the peers' route URLs
+	// (nats://host:6222; this node's own may be listed).
+	Listen      string   `koanf:"listen" yaml:"listen"`
+	RouteListen string   `koanf:"route_listen" yaml:"route_listen"`
+	Routes      []string `koanf:"routes" yaml:"routes"`
+	// StoreDir holds the embedded server's JetStream files (default:
+	// data_dir/cluster).
+	StoreDir string `koanf:"store_dir" yaml:"store_dir"`
+	// Replicas of the topology bucket; 0 = 3 on three nodes or more, else 1.
+	Replicas int `koanf:"replicas" yaml:"replicas"`
+	// StartTimeout bounds joining the cluster and replaying its topology.
+	StartTimeout Duration `koanf:"start_timeout" yaml:"start_timeout"`
 }
 
 // TLS configures the TLS listeners.
@@ -152,6 +186,8 @@ func Default() Config {
 			MemoryHighWatermark: 0.4, DiskFreeLimitBytes: 50_000_000, MaxChannels: 2047},
 		Heartbeat:        Duration(60 * time.Second),
 		WebSocketOrigins: []string{},
+		Cluster: Cluster{Mode: "none", Name: "bourse", Listen: "127.0.0.1:4222", RouteListen: "127.0.0.1:6222",
+			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second)},
 	}
 }
 
@@ -177,10 +213,14 @@ var flagKeys = map[string]string{
 	"tls-cert-login":  "tls.cert_login",
 	"memory-limit":    "limits.memory_limit_bytes",
 	"disk-free-limit": "limits.disk_free_limit_bytes",
+	"cluster":         "cluster.mode",
+	"cluster-nats":    "cluster.nats_urls",
+	"cluster-routes":  "cluster.routes",
 }
 
 // listKeys are the keys whose environment values are comma-separated lists.
-var listKeys = map[string]bool{"websocket_origins": true, "auth.loopback_users": true}
+var listKeys = map[string]bool{"websocket_origins": true, "auth.loopback_users": true,
+	"cluster.nats_urls": true, "cluster.routes": true}
 
 // RegisterFlags defines the serve flags on fs.
 func RegisterFlags(fs *pflag.FlagSet) {
@@ -206,6 +246,9 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.Bool("tls-cert-login", false, "log in clients without credentials as their verified certificate's common name (AMQP EXTERNAL)")
 	fs.Int64("memory-limit", 0, "memory alarm threshold in bytes (default: limits.memory_high_watermark of RAM)")
 	fs.Int64("disk-free-limit", d.Limits.DiskFreeLimitBytes, "disk alarm: block publishers below this many free bytes (0: off)")
+	fs.String("cluster", d.Cluster.Mode, "cluster mode (preview): none, nats, embedded")
+	fs.StringSlice("cluster-nats", nil, "NATS URLs of the JetStream cluster (--cluster nats); repeatable")
+	fs.StringSlice("cluster-routes", nil, "route URLs of the peers (--cluster embedded); repeatable")
 }
 
 // envKey maps BOURSE_LISTENERS_AMQP to listeners.amqp and BOURSE_DATA_DIR to
@@ -216,7 +259,7 @@ func envKey(s string) string {
 	if strings.Contains(s, "__") {
 		return strings.ReplaceAll(s, "__", ".")
 	}
-	for _, sec := range []string{"listeners", "log", "auth", "storage", "limits", "tls"} {
+	for _, sec := range []string{"listeners", "log", "auth", "storage", "limits", "tls", "cluster"} {
 		if strings.HasPrefix(s, sec+"_") {
 			return sec + "." + strings.TrimPrefix(s, sec+"_")
 		}
@@ -350,6 +393,41 @@ func (c Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("tls.cert_file and tls.key_file go together")
+	}
+	return c.Cluster.validate()
+}
+
+func (c Cluster) validate() error {
+	switch c.Mode {
+	case "", "none":
+		return nil
+	case "nats":
+		if len(c.NATSURLs) == 0 {
+			return fmt.Errorf("cluster.mode nats needs cluster.nats_urls")
+		}
+	case "embedded":
+		if c.Name == "" {
+			return fmt.Errorf("cluster.name must not be empty")
+		}
+		for name, addr := range map[string]string{"listen": c.Listen, "route_listen": c.RouteListen} {
+			if addr == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return fmt.Errorf("cluster.%s: %q is not host:port: %w", name, addr, err)
+			}
+		}
+		if len(c.Routes) > 0 && c.RouteListen == "" {
+			return fmt.Errorf("cluster.routes need cluster.route_listen")
+		}
+	default:
+		return fmt.Errorf("cluster.mode: %q is not one of none, nats, embedded", c.Mode)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("cluster.replicas: %d is not between 0 (auto) and 5", c.Replicas)
+	}
+	if c.StartTimeout <= 0 {
+		return fmt.Errorf("cluster.start_timeout must be positive")
 	}
 	return nil
 }

@@ -120,3 +120,30 @@ func TestTLSValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestCluster(t *testing.T) {
+	c, err := load(t, nil, nil)
+	if err != nil || c.Cluster.Mode != "none" || c.Cluster.Listen != "127.0.0.1:4222" {
+		t.Fatalf("default: %+v %v", c.Cluster, err)
+	}
+	c, err = load(t, []string{"--cluster", "embedded", "--cluster-routes", "nats://10.0.0.1:6222", "--cluster-routes", "nats://10.0.0.2:6222"},
+		[]string{"BOURSE_CLUSTER_NODE_NAME=b1", "BOURSE_CLUSTER_ROUTE_LISTEN=0.0.0.0:6222", "BOURSE_CLUSTER_REPLICAS=3"})
+	if err != nil || c.Cluster.Mode != "embedded" || len(c.Cluster.Routes) != 2 || c.Cluster.NodeName != "b1" ||
+		c.Cluster.RouteListen != "0.0.0.0:6222" || c.Cluster.Replicas != 3 {
+		t.Fatalf("embedded: %+v %v", c.Cluster, err)
+	}
+	c, err = load(t, nil, []string{"BOURSE_CLUSTER_MODE=nats", "BOURSE_CLUSTER_NATS_URLS=nats://a:4222,nats://b:4222", "BOURSE_CLUSTER_CREDENTIALS_FILE=/x.creds"})
+	if err != nil || len(c.Cluster.NATSURLs) != 2 || c.Cluster.CredentialsFile != "/x.creds" {
+		t.Fatalf("nats: %+v %v", c.Cluster, err)
+	}
+	for _, bad := range [][]string{
+		{"BOURSE_CLUSTER_MODE=raft"},
+		{"BOURSE_CLUSTER_MODE=nats"},
+		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_LISTEN=nope"},
+		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_REPLICAS=9"},
+	} {
+		if _, err := load(t, nil, bad); err == nil || !strings.Contains(err.Error(), "cluster") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+}

@@ -1,0 +1,265 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Modes of a node.
+const (
+	ModeNATS     = "nats"     // a gateway on an existing JetStream cluster
+	ModeEmbedded = "embedded" // also runs a nats-server node in process
+)
+
+// Options configure a cluster node.
+type Options struct {
+	Mode string // ModeNATS or ModeEmbedded
+
+	// ModeNATS: the servers to connect to, and credentials (a .creds
+	// file, or user and password, or a token).
+	URLs            []string
+	CredentialsFile string
+	User, Password  string
+	Token           string
+
+	// ModeEmbedded: the cluster's name, this node's unique name, the NATS
+	// client listener ("" = in-process only), the route listener and the
+	// peers' route URLs (nats://host:port; this node's own may be listed),
+	// and the JetStream store directory. An empty Listen takes a free
+	// loopback port.
+	ClusterName string
+	NodeName    string
+	Listen      string
+	RouteListen string
+	Routes      []string
+	StoreDir    string
+
+	// Replicas of the topology bucket; 0 = 3 when the cluster has three
+	// nodes or more, else 1.
+	Replicas int
+	// Timeout bounds the start (JetStream ready, initial replay) [30s]
+	// and each topology change [10s].
+	StartTimeout, Timeout time.Duration
+	Logger                *slog.Logger
+}
+
+// Node is this process's membership of a Bourse cluster: a NATS
+// connection, the embedded server in ModeEmbedded, and the replicated
+// topology.
+type Node struct {
+	srv  *server.Server
+	nc   *nats.Conn
+	topo *Topology
+	log  *slog.Logger
+}
+
+// Start starts the embedded server (ModeEmbedded), connects, and opens the
+// topology bucket. The caller then attaches a broker with
+// Topology().Start.
+func Start(ctx context.Context, o Options) (*Node, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
+	defer cancel()
+	n := &Node{log: o.Logger}
+	replicas := o.Replicas
+	var connect []nats.Option
+	var urls string
+	switch o.Mode {
+	case ModeEmbedded:
+		srv, err := startServer(o)
+		if err != nil {
+			return nil, err
+		}
+		n.srv = srv
+		connect = append(connect, nats.InProcessServer(srv))
+		if replicas <= 0 {
+			replicas = 1
+			if 1+len(peerRoutes(o.Routes, o.RouteListen)) >= 3 {
+				replicas = 3
+			}
+		}
+	case ModeNATS:
+		if len(o.URLs) == 0 {
+			return nil, errors.New("cluster: mode nats needs at least one URL")
+		}
+		urls = strings.Join(o.URLs, ",")
+		switch {
+		case o.CredentialsFile != "":
+			connect = append(connect, nats.UserCredentials(o.CredentialsFile))
+		case o.User != "":
+			connect = append(connect, nats.UserInfo(o.User, o.Password))
+		case o.Token != "":
+			connect = append(connect, nats.Token(o.Token))
+		}
+	default:
+		return nil, fmt.Errorf("cluster: unknown mode %q", o.Mode)
+	}
+	name := "bourse"
+	if o.NodeName != "" {
+		name += " " + o.NodeName
+	}
+	connect = append(connect, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				o.Logger.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { o.Logger.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted()) }))
+	nc, err := nats.Connect(urls, connect...)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
+	n.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	n.topo, err = OpenTopology(ctx, js, TopologyOptions{Replicas: replicas, Timeout: o.Timeout, Logger: o.Logger.With("component", "topology")})
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return n, nil
+}
+
+// Topology returns the replicated topology (a router.Replicator).
+func (n *Node) Topology() *Topology { return n.topo }
+
+// ClientURL returns the embedded server's NATS client URL, or "" when the
+// node is not embedded.
+func (n *Node) ClientURL() string {
+	if n.srv == nil {
+		return ""
+	}
+	return n.srv.ClientURL()
+}
+
+// Close stops the topology watcher, closes the connection and shuts the
+// embedded server down.
+func (n *Node) Close() {
+	if n.topo != nil {
+		n.topo.Close()
+	}
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
+}
+
+func startServer(o Options) (*server.Server, error) {
+	if o.StoreDir == "" {
+		return nil, errors.New("cluster: mode embedded needs a store directory")
+	}
+	so := &server.Options{
+		ServerName: o.NodeName,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		// Every write is fsynced before JetStream acknowledges it, so that
+		// an acknowledgement means durable (JetStream's default syncs every
+		// two minutes).
+		SyncAlways: true,
+		NoSigs:     true,
+		// The server needs a client listener (its routes wait for it);
+		// with none configured it takes a free loopback port.
+		Host: "127.0.0.1",
+		Port: server.RANDOM_PORT,
+	}
+	if o.Listen != "" {
+		host, port, err := splitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.listen: %w", err)
+		}
+		so.Host, so.Port = host, port
+	}
+	if peers := peerRoutes(o.Routes, o.RouteListen); len(peers) > 0 {
+		if o.RouteListen == "" {
+			return nil, errors.New("cluster: routes need a route listen address")
+		}
+		host, port, err := splitHostPort(o.RouteListen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.route_listen: %w", err)
+		}
+		if o.NodeName == "" {
+			return nil, errors.New("cluster: a clustered node needs a node name")
+		}
+		so.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: host, Port: port}
+		so.Routes = server.RoutesFromStr(strings.Join(o.Routes, ","))
+	}
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: embedded NATS server: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{o.Logger.With("component", "nats")}, false, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("cluster: embedded NATS server not ready in 10s")
+	}
+	return srv, nil
+}
+
+// peerRoutes returns the route URLs that are not this node's own route
+// listener.
+func peerRoutes(routes []string, own string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range routes {
+		u, err := url.Parse(r)
+		host := r
+		if err == nil && u.Host != "" {
+			host = u.Host
+		}
+		if host == own || seen[host] {
+			continue
+		}
+		seen[host] = true
+		out = append(out, r)
+	}
+	return out
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// natsLogger sends the embedded server's log to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/bourse-mq/bourse/internal/config"
+)
+
+// TestClusterEmbeddedTopologyOverAMQP runs three `bourse serve --cluster
+// embedded` in process on loopback and drives them with amqp091-go: what
+// one node declares, another knows, and a conflicting redeclare there is a
+// 406.
+func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	var ports []int
+	var ls []net.Listener
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	var routes []string
+	for _, l := range ls {
+		routes = append(routes, "nats://"+l.Addr().String())
+		l.Close()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 3)
+	readies := make([]string, 3)
+	for i := range 3 {
+		cfg := config.Default()
+		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("n%d", i))
+		// MQTT on too: with its listener off, the MQTT service is never shut
+		// down and its persister goroutine outlives serve (a separate bug).
+		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0"}
+		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
+			Listen: "127.0.0.1:0", RouteListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
+			StartTimeout: config.Duration(45 * time.Second)}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		readies[i] = filepath.Join(dir, fmt.Sprintf("ready%d.json", i))
+		go func() {
+			done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readies[i], new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+		}()
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		for range 3 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve returned %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("a node took too long to stop")
+			}
+		}
+	}
+	defer stop()
+
+	addrs := make([]string, 3)
+	deadline := time.Now().Add(60 * time.Second)
+	for i := range 3 {
+		for {
+			var a map[string]string
+			if b, err := os.ReadFile(readies[i]); err == nil && json.Unmarshal(b, &a) == nil {
+				addrs[i] = a["amqp"]
+				if a["nats"] == "" {
+					t.Errorf("node %d: no nats address in the ready file", i)
+				}
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("a node stopped before it was ready: %v", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d never ready", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	channel := func(i int) (*amqp.Connection, *amqp.Channel) {
+		t.Helper()
+		c, err := amqp.Dial("amqp://guest:guest@" + addrs[i] + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, ch
+	}
+	ca, a := channel(0)
+	defer ca.Close()
+	if err := a.ExchangeDeclare("orders", "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.QueueDeclare("work", true, false, false, false, amqp.Table{"x-max-length": int32(100)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.QueueBind("work", "order.*", "orders", false, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Right away on node B: passive declares find them, an equivalent
+	// redeclare is fine, a conflicting one is 406.
+	cb, b := channel(1)
+	defer cb.Close()
+	if err := b.ExchangeDeclarePassive("orders", "topic", true, false, false, false, nil); err != nil {
+		t.Fatalf("passive exchange declare on node B: %v", err)
+	}
+	if _, err := b.QueueDeclarePassive("work", true, false, false, false, nil); err != nil {
+		t.Fatalf("passive queue declare on node B: %v", err)
+	}
+	if _, err := b.QueueDeclare("work", true, false, false, false, amqp.Table{"x-max-length": int64(100)}); err != nil {
+		t.Fatalf("equivalent redeclare on node B: %v", err)
+	}
+	err := b.ExchangeDeclare("orders", "direct", true, false, false, false, nil)
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+		t.Fatalf("conflicting exchange declare on node B: %v, want 406", err)
+	}
+
+	// Delete on node C; node A no longer has it.
+	cc, c := channel(2)
+	defer cc.Close()
+	if _, err := c.QueueDelete("work", false, false, false); err != nil {
+		t.Fatalf("delete on node C: %v", err)
+	}
+	a2, err := ca.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, err = a2.QueueDeclarePassive("work", true, false, false, false, nil)
+		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			break
+		}
+		if err != nil {
+			t.Fatalf("passive declare on node A after the delete: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("queue deleted on node C still on node A after 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ca.Close()
+	cb.Close()
+	cc.Close()
+	stop()
+}
