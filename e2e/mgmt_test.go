@@ -245,8 +245,11 @@ func TestChannelsAndRates(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Publish at about 200/s for 3 s, never acking: 10 stay unacked.
-	stop := time.Now().Add(3 * time.Second)
+	start := time.Now()
+	stop := start.Add(3 * time.Second)
+	published := 0
 	for time.Now().Before(stop) {
+		published++
 		if err := pubCh.Publish("", "rated", false, false, amqp.Publishing{Body: []byte("x")}); err != nil {
 			t.Fatal(err)
 		}
@@ -262,8 +265,10 @@ func TestChannelsAndRates(t *testing.T) {
 	if err != nil || q.MessageStats == nil {
 		t.Fatalf("queue: %+v %v", q, err)
 	}
-	if r := q.MessageStats.PublishDetails.Rate; r < 20 || r > 1000 {
-		t.Fatalf("publish rate %v/s while publishing at about 100-200/s", r)
+	// The loop's pace depends on the machine (and -race): compare with it.
+	avg := float64(published) / time.Since(start).Seconds()
+	if r := q.MessageStats.PublishDetails.Rate; r < avg/3 || r > avg*3 {
+		t.Fatalf("publish rate %v/s while publishing at %.0f/s", r, avg)
 	}
 	conns, err := rh.ListConnections()
 	if err != nil || len(conns) != 1 {
