@@ -267,7 +267,7 @@ func TestChannelsAndRates(t *testing.T) {
 	}
 	// The loop's pace depends on the machine (and -race): compare with it.
 	avg := float64(published) / time.Since(start).Seconds()
-	if r := q.MessageStats.PublishDetails.Rate; r < avg/3 || r > avg*3 {
+	if r := float64(q.MessageStats.PublishDetails.Rate); r < avg/3 || r > avg*3 {
 		t.Fatalf("publish rate %v/s while publishing at %.0f/s", r, avg)
 	}
 	conns, err := rh.ListConnections()
