@@ -157,12 +157,15 @@ type inbound struct {
 	payload []byte
 	qos     byte
 	retain  bool
-	props   *packets.Properties // nil for MQTT 3.x
+	// props are the MQTT 5 properties (nil for MQTT 3.x). A live PUBLISH
+	// passes them beside the inbound instead (route's props), so that the
+	// decoded packet, read in place, does not escape to the heap.
+	props *packets.Properties
 }
 
 // toMessage builds the router message for an MQTT publish (the DESIGN.md
 // mapping; see doc.go for the table).
-func toMessage(in inbound, origin core.Origin) *core.Message {
+func toMessage(in inbound, props *packets.Properties, origin core.Origin) *core.Message {
 	m := &core.Message{
 		Exchange:   router.AMQTopic,
 		RoutingKey: topicToKey(in.topic),
@@ -179,7 +182,7 @@ func toMessage(in inbound, origin core.Origin) *core.Message {
 		m.Props.DeliveryMode = core.Persistent
 	}
 	var h core.Table
-	if p := in.props; p != nil {
+	if p := props; p != nil {
 		h = headersFromUser(p.User, &m.Props)
 		m.Props.ContentType = p.ContentType
 		if len(p.CorrelationData) > 0 {
@@ -382,8 +385,16 @@ func deliveryProperties(m *core.Message, now time.Time) packets.Properties {
 func userProperties(m *core.Message) []packets.UserProperty {
 	var out []packets.UserProperty
 	var typedT core.Table
-	if len(m.Headers) > 0 {
-		keys := make([]string, 0, len(m.Headers))
+	n := 0
+	for k := range m.Headers {
+		if !internalHeader(k) {
+			n++
+		}
+	}
+	// Most messages between MQTT clients carry only the bridge's own
+	// headers: nothing to allocate for them.
+	if n > 0 {
+		keys := make([]string, 0, n)
 		for k := range m.Headers {
 			if !internalHeader(k) {
 				keys = append(keys, k)

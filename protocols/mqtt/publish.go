@@ -75,8 +75,9 @@ func (c *conn) publish(pk *packets.Packet) {
 		}
 	}
 	in := inbound{topic: pk.TopicName, payload: pk.Payload, qos: qos, retain: pk.FixedHeader.Retain}
+	var props *packets.Properties
 	if c.v5 {
-		in.props = &pk.Properties
+		props = &pk.Properties
 	}
 	var a *pendingAck
 	if qos > 0 {
@@ -84,7 +85,7 @@ func (c *conn) publish(pk *packets.Packet) {
 		c.pushAck(a)
 		cl.State.Inflight.DecreaseReceiveQuota()
 	}
-	res, err := c.s.route(c.vhost, in, c.origin(), a)
+	res, err := c.s.route(c.vhost, in, props, c.origin(), a)
 	if err != nil {
 		c.s.log.Debug("publish refused", "conn", c.id, "client", c.clientID, "topic", pk.TopicName, "err", err)
 	}
@@ -169,10 +170,10 @@ func (c *conn) writeAck(a *pendingAck) {
 // route publishes an MQTT application message to the router; a, when not
 // nil, is confirmed by the router. A retained message is also stored (or
 // cleared, for an empty payload) in the vhost's retained store.
-func (s *Server) route(v *router.VHost, in inbound, origin core.Origin, a *pendingAck) (router.PublishResult, error) {
-	m := toMessage(in, origin)
+func (s *Server) route(v *router.VHost, in inbound, props *packets.Properties, origin core.Origin, a *pendingAck) (router.PublishResult, error) {
+	m := toMessage(in, props, origin)
 	if in.retain {
-		s.retained.store(v.Name(), in, time.Now())
+		s.retained.store(v.Name(), in, props, time.Now())
 	}
 	opts := router.PublishOptions{FromClient: true}
 	if a != nil {
@@ -183,7 +184,7 @@ func (s *Server) route(v *router.VHost, in inbound, origin core.Origin, a *pendi
 
 // publishWill publishes a client's will message.
 func (s *Server) publishWill(v *router.VHost, w *inbound, origin core.Origin) {
-	if _, err := s.route(v, *w, origin, nil); err != nil {
+	if _, err := s.route(v, *w, w.props, origin, nil); err != nil {
 		s.log.Debug("will not published", "conn", origin.Conn, "topic", w.topic, "err", err)
 	}
 }
@@ -213,16 +214,16 @@ func (r *retainedStore) index(vhost string, create bool) *mochi.TopicsIndex {
 }
 
 // store retains in (or clears its topic when the payload is empty).
-func (r *retainedStore) store(vhost string, in inbound, now time.Time) {
+func (r *retainedStore) store(vhost string, in inbound, props *packets.Properties, now time.Time) {
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: in.qos, Retain: true},
 		TopicName:   in.topic,
 		Payload:     in.payload,
 		Created:     now.Unix(),
 	}
-	if in.props != nil {
-		pk.Properties = publishProperties(in.props)
-		if e := in.props.MessageExpiryInterval; e > 0 {
+	if props != nil {
+		pk.Properties = publishProperties(props)
+		if e := props.MessageExpiryInterval; e > 0 {
 			pk.Expiry = pk.Created + int64(e)
 		}
 	}
