@@ -53,7 +53,7 @@ func main() {
 		{name: "classic-append-1KiB-16-publishers", brokers: amqpRefs, run: amqpAppend("classic", 16, 64), n: 64000, fsyncs: true},
 		{name: "mqtt-qos0", brokers: mqttRefs, run: simple(mqttPair(0)), n: 100000},
 		{name: "mqtt-qos1", brokers: mqttRefs, run: simple(mqttPair(1)), n: 30000},
-		{name: "mqtt-fanin-1000x10/s", brokers: []string{"bourse", "mosquitto", "rabbitmq"}, run: mqttFanin(1000, 10), n: 100000},
+		{name: "mqtt-fanin-1000x10/s", brokers: mqttRefs, run: mqttFanin(1000, 10), n: 100000},
 		{name: "stomp-queue", brokers: amqpRefs, run: simple(stompQueue), n: 50000},
 		{name: "stomp-topic-1to2", brokers: amqpRefs, run: stompTopic(2), n: 50000},
 		{name: "cross-mqtt-to-amqp-latency-1000/s", brokers: amqpRefs, run: simple(mqttToAMQPLatency), n: 5000},
