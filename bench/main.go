@@ -206,12 +206,17 @@ func matches(name, filter string) bool {
 	return false
 }
 
-// median takes the run with the median msgs/s (for idle-connection runs,
-// the median KiB per connection), its other figures with it.
+// median takes the run with the median msgs/s, its other figures with it.
+// Idle-connection runs take the median KiB per connection instead, and the
+// fixed-rate runs (the ones that record latency, where msgs/s is the
+// schedule's) the median p99.
 func median(rs []result) result {
 	key := func(r result) float64 {
-		if strings.HasPrefix(r.Scenario, "conn-scale") {
+		switch {
+		case strings.HasPrefix(r.Scenario, "conn-scale"):
 			return r.KiBPerConn
+		case r.P99ms > 0:
+			return r.P99ms
 		}
 		return r.MsgsPerS
 	}
@@ -246,7 +251,7 @@ func writeResults(path string, rs []result, runs int, quick bool) error {
 	if quick {
 		b.WriteString(" (quick mode: a fifth of the messages)")
 	}
-	b.WriteString(". `make bench` reproduces it. The machine is shared: compare ratios within this table, not figures across runs.\n\n")
+	b.WriteString(" (the run with the median msgs/s; for the fixed-rate scenarios that record latency, the run with the median p99). `make bench` reproduces it. The machine is shared: compare ratios within this table, not figures across runs, and see the load column (1-minute load average at the end of the run, on a 2-core machine other jobs may also be using).\n\n")
 	b.WriteString("Broker CPU is the broker process's user+system time (/proc) per delivered message; the clients run in the bench process. ")
 	b.WriteString("`mochi` is a bare mochi-mqtt server with default options (bench/mochibare), the library Bourse's MQTT adapter embeds.\n\n")
 	writeGoals(&b, rs)
