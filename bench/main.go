@@ -251,7 +251,7 @@ func writeResults(path string, rs []result, runs int, quick bool) error {
 	if quick {
 		b.WriteString(" (quick mode: a fifth of the messages)")
 	}
-	b.WriteString(" (the run with the median msgs/s; for the fixed-rate scenarios that record latency, the run with the median p99). `make bench` reproduces it. The machine is shared: compare ratios within this table, not figures across runs, and see the load column (1-minute load average at the end of the run, on a 2-core machine other jobs may also be using).\n\n")
+	b.WriteString(" (the run with the median msgs/s; for the fixed-rate scenarios that record latency, the run with the median p99). `make bench` reproduces it. The machine is shared: compare ratios within this table, not figures across runs, and see the load column (1-minute load average at the end of the run; other jobs may be using the machine too).\n\n")
 	b.WriteString("Broker CPU is the broker process's user+system time (/proc) per delivered message; the clients run in the bench process. ")
 	b.WriteString("`mochi` is a bare mochi-mqtt server with default options (bench/mochibare), the library Bourse's MQTT adapter embeds.\n\n")
 	writeGoals(&b, rs)
