@@ -23,6 +23,20 @@ type broker struct {
 	cmd               *exec.Cmd
 	pidFn             func() int // the process whose CPU is measured
 	dir               string
+	epmd              bool // the Erlang port mapper was started for this broker: stop it too
+}
+
+// listenerPid is the pid of the process listening on a loopback TCP port
+// (from ss), 0 if none.
+func listenerPid(port string) int {
+	out, _ := exec.Command("ss", "-ltnpH", "sport = :"+port).Output()
+	if i := strings.Index(string(out), "pid="); i >= 0 {
+		if f := strings.FieldsFunc(string(out)[i+4:], func(r rune) bool { return r < '0' || r > '9' }); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	return 0
 }
 
 func freePort() string {
@@ -92,6 +106,9 @@ log.file.level = warning
 		// Debian's wrapper drops root for the rabbitmq user.
 		_ = exec.Command("chown", "-R", "rabbitmq:rabbitmq", dir).Run()
 	}
+	// The node starts epmd (port 4369) unless one is running; a daemon,
+	// it outlives the node, so stop() ends it when this run started it.
+	b.epmd = listenerPid("4369") == 0
 	node := fmt.Sprintf("bench%d@localhost", os.Getpid())
 	cmd := exec.Command("rabbitmq-server")
 	if inner := "/usr/lib/rabbitmq/bin/rabbitmq-server"; os.Getuid() == 0 {
@@ -120,9 +137,7 @@ log.file.level = warning
 		// The Erlang VM (beam.smp, a grandchild of the start script) is
 		// the process listening on the AMQP port.
 		_, port, _ := net.SplitHostPort(b.amqp)
-		out, _ := exec.Command("ss", "-ltnpH", "sport = :"+port).Output()
-		if i := strings.Index(string(out), "pid="); i >= 0 {
-			n, _ := strconv.Atoi(strings.FieldsFunc(string(out)[i+4:], func(r rune) bool { return r < '0' || r > '9' })[0])
+		if n := listenerPid(port); n > 0 {
 			return n
 		}
 		return cmd.Process.Pid
@@ -237,6 +252,9 @@ func (b *broker) stop() {
 					time.Sleep(100 * time.Millisecond)
 				}
 				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			if pid := listenerPid("4369"); b.epmd && pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL) // epmd ignores SIGTERM
 			}
 		} else {
 			_ = b.cmd.Process.Signal(syscall.SIGTERM)
