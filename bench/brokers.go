@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +19,24 @@ import (
 type broker struct {
 	name              string
 	amqp, mqtt, stomp string // host:port, "" when the broker does not speak it
+	http              string // Bourse's metrics listener
 	cmd               *exec.Cmd
 	pidFn             func() int // the process whose CPU is measured
 	dir               string
+	epmd              bool // the Erlang port mapper was started for this broker: stop it too
+}
+
+// listenerPid is the pid of the process listening on a loopback TCP port
+// (from ss), 0 if none.
+func listenerPid(port string) int {
+	out, _ := exec.Command("ss", "-ltnpH", "sport = :"+port).Output()
+	if i := strings.Index(string(out), "pid="); i >= 0 {
+		if f := strings.FieldsFunc(string(out)[i+4:], func(r rune) bool { return r < '0' || r > '9' }); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	return 0
 }
 
 func freePort() string {
@@ -56,7 +73,7 @@ func startBourse(bin string) (*broker, error) {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var addrs map[string]string
 		if data, err := os.ReadFile(ready); err == nil && json.Unmarshal(data, &addrs) == nil {
-			b.amqp, b.mqtt, b.stomp = addrs["amqp"], addrs["mqtt"], addrs["stomp"]
+			b.amqp, b.mqtt, b.stomp, b.http = addrs["amqp"], addrs["mqtt"], addrs["stomp"], addrs["http"]
 			return b, nil
 		}
 		if time.Now().After(deadline) {
@@ -89,8 +106,21 @@ log.file.level = warning
 		// Debian's wrapper drops root for the rabbitmq user.
 		_ = exec.Command("chown", "-R", "rabbitmq:rabbitmq", dir).Run()
 	}
+	// The node starts epmd (port 4369) unless one is running; a daemon,
+	// it outlives the node, so stop() ends it when this run started it.
+	b.epmd = listenerPid("4369") == 0
 	node := fmt.Sprintf("bench%d@localhost", os.Getpid())
 	cmd := exec.Command("rabbitmq-server")
+	if inner := "/usr/lib/rabbitmq/bin/rabbitmq-server"; os.Getuid() == 0 {
+		if _, err := os.Stat(inner); err == nil {
+			// Debian's wrapper switches to the rabbitmq user with su, whose
+			// PAM session drops the open-file limit to 1,024 (about 830
+			// connections); take it back up to the hard limit we hold.
+			var lim syscall.Rlimit
+			_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+			cmd = exec.Command("su", "rabbitmq", "-s", "/bin/sh", "-c", fmt.Sprintf("ulimit -n %d; cd /var/lib/rabbitmq; exec %s", lim.Max, inner))
+		}
+	}
 	cmd.Env = append(os.Environ(), "HOME="+dir, "RABBITMQ_NODENAME="+node, "RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"),
 		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"), "RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
 		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(dir, "enabled_plugins"), "RABBITMQ_DIST_PORT="+distPort,
@@ -107,9 +137,7 @@ log.file.level = warning
 		// The Erlang VM (beam.smp, a grandchild of the start script) is
 		// the process listening on the AMQP port.
 		_, port, _ := net.SplitHostPort(b.amqp)
-		out, _ := exec.Command("ss", "-ltnpH", "sport = :"+port).Output()
-		if i := strings.Index(string(out), "pid="); i >= 0 {
-			n, _ := strconv.Atoi(strings.FieldsFunc(string(out)[i+4:], func(r rune) bool { return r < '0' || r > '9' })[0])
+		if n := listenerPid(port); n > 0 {
 			return n
 		}
 		return cmd.Process.Pid
@@ -130,7 +158,7 @@ func startMosquitto() (*broker, error) {
 	dir, _ := os.MkdirTemp("", "bench-mosquitto")
 	b := &broker{name: "mosquitto", mqtt: freePort(), dir: dir}
 	host, port, _ := net.SplitHostPort(b.mqtt)
-	conf := fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 100\n", port, host)
+	conf := fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 100\nlog_type error\nlog_type warning\nconnection_messages false\n", port, host)
 	path := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(path, []byte(conf), 0o644)
 	cmd := exec.Command("mosquitto", "-c", path)
@@ -145,6 +173,63 @@ func startMosquitto() (*broker, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// startMochi starts bench/mochibare, a plain mochi-mqtt server.
+func startMochi(bin string) (*broker, error) {
+	b := &broker{name: "mochi", mqtt: freePort()}
+	cmd := exec.Command(bin, "-addr", b.mqtt)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b.cmd = cmd
+	b.pidFn = func() int { return cmd.Process.Pid }
+	if err := waitTCP(b.mqtt, 10*time.Second); err != nil {
+		b.stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+// fsyncs is the number of fsyncs Bourse has made (all logs), from its
+// /metrics; 0 for other brokers.
+func (b *broker) fsyncs() float64 {
+	if b.http == "" {
+		return 0
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + b.http + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var n float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && strings.HasPrefix(f[0], "bourse_fsync_seconds_count") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			n += v
+		}
+	}
+	return n
+}
+
+// rssKiB is a process's resident set (VmRSS) in KiB.
+func rssKiB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	return 0
 }
 
 func (b *broker) stop() {
@@ -167,6 +252,9 @@ func (b *broker) stop() {
 					time.Sleep(100 * time.Millisecond)
 				}
 				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			if pid := listenerPid("4369"); b.epmd && pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL) // epmd ignores SIGTERM
 			}
 		} else {
 			_ = b.cmd.Process.Signal(syscall.SIGTERM)

@@ -15,25 +15,72 @@ import (
 
 // result is one run of one scenario against one broker.
 type result struct {
-	Scenario string  `json:"scenario"`
-	Broker   string  `json:"broker"`
-	Messages int     `json:"messages"` // delivered
-	Seconds  float64 `json:"seconds"`
-	MsgsPerS float64 `json:"msgs_per_s"`
-	CPUusPer float64 `json:"broker_cpu_us_per_msg"`
-	P50ms    float64 `json:"p50_ms,omitempty"`
-	P99ms    float64 `json:"p99_ms,omitempty"`
-	P999ms   float64 `json:"p999_ms,omitempty"`
-	Missing  int     `json:"missing"`
-	LoadAvg  string  `json:"loadavg"`
+	Scenario     string  `json:"scenario"`
+	Broker       string  `json:"broker"`
+	Messages     int     `json:"messages"` // delivered (conn-scale: connections opened)
+	Seconds      float64 `json:"seconds"`
+	MsgsPerS     float64 `json:"msgs_per_s"`
+	CPUusPer     float64 `json:"broker_cpu_us_per_msg"`
+	P50ms        float64 `json:"p50_ms,omitempty"`
+	P99ms        float64 `json:"p99_ms,omitempty"`
+	P999ms       float64 `json:"p999_ms,omitempty"`
+	Missing      int     `json:"missing"`
+	MsgsPerFsync float64 `json:"msgs_per_fsync,omitempty"`
+	Conns        int     `json:"conns,omitempty"`
+	KiBPerConn   float64 `json:"kib_per_conn,omitempty"`
+	RSSBeforeMiB float64 `json:"rss_before_mib,omitempty"`
+	RSSAfterMiB  float64 `json:"rss_after_mib,omitempty"`
+	LoadAvg      string  `json:"loadavg"`
 }
 
 type scenario struct {
-	name    string
-	proto   string // which address the broker needs
-	brokers []string
-	run     func(b *broker, n int) (delivered int, lat []time.Duration, err error)
-	n       int // messages in a full run
+	name     string
+	brokers  []string
+	run      func(rc *runCtx) error
+	n        int             // messages (conn-scale: connections) in a full run
+	expected func(n int) int // deliveries expected from n; nil means n
+	fresh    bool            // start a broker of its own for each run (not RabbitMQ)
+	fsyncs   bool            // count the broker's fsyncs (Bourse's /metrics)
+}
+
+// runCtx is one run of one scenario against one broker. The scenario
+// fills in what it measured; start and stop bracket the window whose wall
+// time and broker CPU count (by default the whole run), so a scenario can
+// leave its setup and teardown out.
+type runCtx struct {
+	b   *broker
+	n   int
+	pid int
+
+	delivered int
+	expected  int     // deliveries expected, when the scenario knows better than n
+	rate      float64 // msgs/s, when the scenario measures it itself
+	lat       []time.Duration
+
+	conns               int
+	kibPerConn          float64
+	rssBefore, rssAfter float64 // KiB
+
+	t0, t1 time.Time
+	c0, c1 float64
+}
+
+func (rc *runCtx) start() { rc.t0, rc.c0, rc.t1 = time.Now(), cpuSeconds(rc.pid), time.Time{} }
+
+func (rc *runCtx) stop() {
+	if rc.t1.IsZero() {
+		rc.t1, rc.c1 = time.Now(), cpuSeconds(rc.pid)
+	}
+}
+
+// simple adapts a scenario that measures the whole run and returns its
+// deliveries and latencies.
+func simple(fn func(b *broker, n int) (int, []time.Duration, error)) func(*runCtx) error {
+	return func(rc *runCtx) error {
+		got, lat, err := fn(rc.b, rc.n)
+		rc.delivered, rc.lat = got, lat
+		return err
+	}
 }
 
 func amqpURL(b *broker) string { return "amqp://guest:guest@" + b.amqp + "/" }
