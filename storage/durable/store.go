@@ -112,6 +112,7 @@ type Store struct {
 	file     *os.File // writer-owned: the segment being written
 	fileSeg  int
 	lastSync time.Time
+	lingered bool // the writer's linger timer fired (guarded by mu)
 }
 
 // Recovered is one message to put back into a queue at start.
@@ -394,11 +395,14 @@ func (s *Store) writer() {
 		}()
 	}
 	dirty := false
+	var lastN, leftOver int // confirms in the last batch; publishers already waiting when it was confirmed
+	var lastFsync time.Duration
 	for {
 		s.mu.Lock()
 		for len(s.pending) == 0 && !s.closed && !(dirty && s.syncDue()) {
 			s.wake.Wait()
 		}
+		s.linger(lastN+leftOver, lastFsync)
 		batch, waiters := s.pending, s.waiters
 		s.pending, s.waiters = nil, nil
 		closing := s.closed
@@ -411,8 +415,9 @@ func (s *Store) writer() {
 		if err == nil && dirty && (s.opts.Fsync == FsyncAlways || closing || s.syncDue()) {
 			t0 := time.Now()
 			if err = s.file.Sync(); err == nil {
+				lastFsync = time.Since(t0)
 				if s.opts.OnFsync != nil {
-					s.opts.OnFsync(time.Since(t0))
+					s.opts.OnFsync(lastFsync)
 				}
 				dirty = false
 				s.lastSync = time.Now()
@@ -428,6 +433,10 @@ func (s *Store) writer() {
 			s.failed = err
 			s.mu.Unlock()
 		}
+		s.mu.Lock()
+		leftOver = len(s.waiters)
+		s.mu.Unlock()
+		lastN = len(waiters)
 		for _, w := range waiters {
 			w(err)
 		}
@@ -442,6 +451,34 @@ func (s *Store) writer() {
 			}
 		}
 	}
+}
+
+// linger holds a batch back, under the always policy, until target
+// publishers wait on it or a quarter of the last fsync's time (at most
+// 1 ms) has passed. Publishers that wait for each confirm otherwise split
+// into two groups taking turns (those that came during an fsync, and those
+// the fsync then confirmed), each fsync covering half of them; target is
+// the last batch's publishers plus those that were already waiting, so a
+// lone publisher (target 1) is never held back. Called with mu held.
+func (s *Store) linger(target int, lastFsync time.Duration) {
+	if s.opts.Fsync != FsyncAlways || s.closed || len(s.waiters) == 0 || len(s.waiters) >= target {
+		return
+	}
+	wait := min(lastFsync/4, time.Millisecond)
+	if wait <= 0 {
+		return
+	}
+	s.lingered = false
+	t := time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		s.lingered = true
+		s.wake.Broadcast()
+		s.mu.Unlock()
+	})
+	for len(s.waiters) < target && !s.lingered && !s.closed {
+		s.wake.Wait()
+	}
+	t.Stop()
 }
 
 func (s *Store) syncDue() bool {
