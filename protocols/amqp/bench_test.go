@@ -108,7 +108,7 @@ var errTimeout error = timeoutError{}
 // pre-encoded publishes in bulk, a raw no-ack consumer counts body frames.
 // Allocations reported are nearly all the server's.
 func BenchmarkServerRaw(b *testing.B) {
-	for _, size := range []int{16, 1024} {
+	for _, size := range []int{16, 1024, 64 << 10} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			e := startServer(b)
 			cons := dialRaw(b, e.addr)

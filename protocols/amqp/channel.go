@@ -93,7 +93,7 @@ func (ch *channel) frame(f wire.Frame) *amqpError {
 		err = ch.header(f.Payload)
 	case wire.FrameBody:
 		m = publishBlame
-		err = ch.body(f.Payload)
+		err = ch.body(f.Payload, ch.c.fr.Owned())
 	}
 	if err == nil {
 		return nil

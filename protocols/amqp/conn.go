@@ -108,6 +108,7 @@ func (c *conn) run() {
 		return
 	}
 	c.fr = wire.NewFrameReader(c.nc, c.s.opts.FrameMax)
+	c.fr.OwnBodies = true
 	started = true
 	go c.writeLoop()
 	if err := c.handshake(); err != nil {

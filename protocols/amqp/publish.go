@@ -65,7 +65,10 @@ func (ch *channel) header(p []byte) error {
 	return nil
 }
 
-func (ch *channel) body(p []byte) error {
+// body takes a content body frame; owned says p is the caller's to keep
+// (wire.Frame.Owned), so a body in one frame becomes the message's body
+// without a copy.
+func (ch *channel) body(p []byte, owned bool) error {
 	ct := &ch.content
 	if ct.stage != 2 {
 		return errorf(wire.UnexpectedFrame, nil, "unexpected content body frame on channel %d", ch.id)
@@ -73,6 +76,10 @@ func (ch *channel) body(p []byte) error {
 	n := len(ct.body) + len(p)
 	if n > ct.size {
 		return errorf(wire.FrameError, nil, "content body of %d bytes exceeds the %d announced in its header", n, ct.size)
+	}
+	if owned && len(ct.body) == 0 && n == ct.size {
+		ct.body = p
+		return ch.publish()
 	}
 	if n > cap(ct.body) {
 		// A single-frame body gets exactly its size; a multi-frame one

@@ -76,7 +76,16 @@ type FrameReader struct {
 	r        *bufio.Reader
 	maxFrame uint32
 	buf      []byte
+	// OwnBodies makes large body frames (4 KiB and up) arrive in buffers
+	// of their own, which the caller may keep (Owned reports it) instead
+	// of copying: a message body in one frame is then never copied after
+	// the socket.
+	OwnBodies bool
+	owned     bool
 }
+
+// Owned reports whether the last frame's Payload is the caller's to keep.
+func (fr *FrameReader) Owned() bool { return fr.owned }
 
 // NewFrameReader returns a FrameReader reading from r (wrapped in a
 // bufio.Reader unless it already is one) and enforcing maxFrame as ReadFrame
@@ -102,12 +111,28 @@ func (fr *FrameReader) MaxFrame() uint32 { return fr.maxFrame }
 // DecodeHeader copy what they keep) or copy it before reading again. The
 // buffer keeps the capacity of the largest frame read, at most maxFrame.
 func (fr *FrameReader) ReadFrame() (Frame, error) {
+	// A large body frame goes to a buffer of its own (at most frame-max,
+	// checked before anything is allocated), handed over to the caller:
+	// a body that fits one frame is then never copied after the socket.
+	fr.owned = false
+	if !fr.OwnBodies {
+		// fall through to the shared buffer
+	} else if hdr, err := fr.r.Peek(frameHeaderSize); err == nil && hdr[0] == FrameBody &&
+		binary.BigEndian.Uint32(hdr[3:]) >= ownedBodyMin && (fr.maxFrame == 0 || binary.BigEndian.Uint32(hdr[3:]) <= fr.maxFrame-frameOverhead) {
+		f, err := readFrame(fr.r, fr.maxFrame, make([]byte, 0, binary.BigEndian.Uint32(hdr[3:])))
+		fr.owned = err == nil
+		return f, err
+	}
 	f, err := readFrame(fr.r, fr.maxFrame, fr.buf[:0])
 	if cap(f.Payload) > cap(fr.buf) {
 		fr.buf = f.Payload[:0]
 	}
 	return f, err
 }
+
+// ownedBodyMin is the body frame size from which FrameReader reads into a
+// buffer of its own: copying smaller bodies costs less than allocating.
+const ownedBodyMin = 4096
 
 func readFrame(r *bufio.Reader, maxFrame uint32, buf []byte) (Frame, error) {
 	hdr, err := r.Peek(frameHeaderSize)

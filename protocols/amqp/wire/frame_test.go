@@ -223,3 +223,36 @@ func TestProtocolHeader(t *testing.T) {
 		t.Errorf("wrong header: %v", err)
 	}
 }
+
+// TestFrameReaderOwnBodies: with OwnBodies, a large body frame arrives in
+// a buffer the next read does not reuse; small ones and other frames still
+// share the reader's buffer.
+func TestFrameReaderOwnBodies(t *testing.T) {
+	big1, big2 := bytes.Repeat([]byte{1}, 8192), bytes.Repeat([]byte{2}, 8192)
+	var in []byte
+	in = append(in, rawFrame(FrameBody, 1, big1)...)
+	in = append(in, rawFrame(FrameBody, 1, []byte("small"))...)
+	in = append(in, rawFrame(FrameBody, 1, big2)...)
+	fr := NewFrameReader(bytes.NewReader(in), 131072)
+	fr.OwnBodies = true
+	f1, err := fr.ReadFrame()
+	if err != nil || !fr.Owned() {
+		t.Fatalf("first: %v owned=%v", err, fr.Owned())
+	}
+	if _, err := fr.ReadFrame(); err != nil || fr.Owned() {
+		t.Fatalf("small: %v owned=%v", err, fr.Owned())
+	}
+	f3, err := fr.ReadFrame()
+	if err != nil || !fr.Owned() {
+		t.Fatalf("third: %v owned=%v", err, fr.Owned())
+	}
+	if !bytes.Equal(f1.Payload, big1) || !bytes.Equal(f3.Payload, big2) {
+		t.Fatal("an owned payload was overwritten by a later read")
+	}
+	// Over frame-max: refused before anything is allocated, as before.
+	fr = NewFrameReader(bytes.NewReader(rawFrame(FrameBody, 1, make([]byte, 9000))), 8192)
+	fr.OwnBodies = true
+	if _, err := fr.ReadFrame(); err == nil {
+		t.Fatal("a body frame above frame-max was read")
+	}
+}
