@@ -16,12 +16,15 @@
 //	publish.go   content assembly, publish, publisher confirms, transactions
 //	table.go     wire.Table ↔ core.Table, basic properties ↔ core.Properties
 //	errors.go    AMQP exceptions; core.Kind → reply code (replyCode, the only place)
-//	auth.go      SASL PLAIN and AMQPLAIN
+//	auth.go      SASL PLAIN, AMQPLAIN and EXTERNAL (a verified client certificate)
+//	access.go    RabbitMQ's permission checks per method (auth.Principal)
 //
 // # Goroutines
 //
 // Each connection has exactly two. The reader (conn.run) reads frames with
-// a wire.FrameReader that reuses its buffer, handles every method inline,
+// a wire.FrameReader that reuses its buffer (a body that fits one frame is
+// read into its own buffer and kept as the message body), handles every
+// method inline,
 // calls the router, and queues answers. The writer (conn.writeLoop) takes
 // the whole outbound queue as a batch, encodes it into a bufio.Writer with
 // reusable method structs, flushes when the queue is empty, and sends a
