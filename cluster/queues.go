@@ -266,6 +266,7 @@ type remoteQueue struct {
 	wake        chan struct{}
 
 	mu      sync.Mutex
+	cons    jetstream.Consumer // bound by the first pull
 	running bool
 	closed  bool
 	held    map[jetstream.Msg]struct{} // fed and not settled yet
@@ -434,6 +435,9 @@ func (r *remoteQueue) feed() {
 			r.s.log.Debug("fetch from a shared queue", "vhost", r.vhost, "queue", r.name, "err", err)
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 				cons = nil
+				r.mu.Lock()
+				r.cons = nil
+				r.mu.Unlock()
 			}
 			select {
 			case <-time.After(backoff):
@@ -453,6 +457,12 @@ func (r *remoteQueue) stop() {
 // consumer binds the queue's consumer, creating the stream and consumer if
 // they are missing.
 func (r *remoteQueue) consumer() (jetstream.Consumer, error) {
+	r.mu.Lock()
+	c := r.cons
+	r.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
 	ctx, cancel := context.WithTimeout(r.ctx, r.s.timeout)
 	defer cancel()
 	stream := QueueStream(r.vhost, r.name)
@@ -462,28 +472,43 @@ func (r *remoteQueue) consumer() (jetstream.Consumer, error) {
 			c, err = r.s.js.Consumer(ctx, stream, queueConsumer)
 		}
 	}
+	if err == nil {
+		r.mu.Lock()
+		r.cons = c
+		r.mu.Unlock()
+	}
 	return c, err
 }
 
 // take feeds one pulled message to the queue, or gives it back.
 func (r *remoteQueue) take(m jetstream.Msg) {
+	msg, count, ok := r.hold(m)
+	if ok && !r.q.Feed(msg, count > 0, count, m) {
+		r.Nak(m)
+	}
+}
+
+// hold decodes a pulled message and records it as held by this node; count
+// is its deliveries before this one. A message that cannot be decoded is
+// terminated, one that comes while the node closes is given back.
+func (r *remoteQueue) hold(m jetstream.Msg) (*core.Message, uint32, bool) {
 	md, err := m.Metadata()
 	if err != nil {
 		r.s.log.Error("message without JetStream metadata in a shared queue; terminated", "vhost", r.vhost, "queue", r.name, "err", err)
 		_ = m.Term()
-		return
+		return nil, 0, false
 	}
 	msg, err := record.DecodeMessage(m.Data())
 	if err != nil {
 		r.s.log.Error("undecodable message in a shared queue; terminated", "vhost", r.vhost, "queue", r.name, "seq", md.Sequence.Stream, "err", err)
 		_ = m.Term()
-		return
+		return nil, 0, false
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		_ = m.Nak()
-		return
+		return nil, 0, false
 	}
 	r.held[m] = struct{}{}
 	r.mu.Unlock()
@@ -491,9 +516,30 @@ func (r *remoteQueue) take(m jetstream.Msg) {
 	if md.NumDelivered > 0 {
 		count = uint32(md.NumDelivered - 1)
 	}
-	if !r.q.Feed(msg, md.NumDelivered > 1, count, m) {
-		r.Nak(m)
+	return msg, count, true
+}
+
+// Pull implements queue.Remote (basic.get): one message if the stream has
+// one ready now.
+func (r *remoteQueue) Pull() (*core.Message, bool, uint32, any, bool) {
+	cons, err := r.consumer()
+	if err != nil {
+		r.s.log.Warn("shared queue not reachable in the cluster", "vhost", r.vhost, "queue", r.name, "err", err)
+		return nil, false, 0, nil, false
 	}
+	batch, err := cons.FetchNoWait(1)
+	if err != nil {
+		return nil, false, 0, nil, false
+	}
+	for m := range batch.Messages() {
+		if msg, count, ok := r.hold(m); ok {
+			// Drain the rest of the batch (there is none: it is one).
+			for range batch.Messages() {
+			}
+			return msg, count > 0, count, m, true
+		}
+	}
+	return nil, false, 0, nil, false
 }
 
 // Messages returns how many messages a shared queue's stream holds (ready

@@ -161,6 +161,25 @@ func TestSharedQueueMessagesCrossNodes(t *testing.T) {
 	sub.Cancel()
 	sub2.Cancel()
 	eventually(t, "stream empty", func() bool { return streamMessages(t, c, "jobs") == 0 })
+
+	// basic.get on C pulls from the stream. (A and B's last pull requests
+	// may be pending for up to a second after their consumers left: a
+	// message they took would come back flagged redelivered.)
+	time.Sleep(1200 * time.Millisecond)
+	publishConfirmed(t, va, "", "jobs", 1, "g")
+	q, err := vc.Queue("jobs", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gd, _, ok := q.Get(false)
+	if !ok || string(gd.Msg.Body) != "g0" || gd.Redelivered {
+		t.Fatalf("get: %v %+v", ok, gd)
+	}
+	if _, _, ok := q.Get(false); ok {
+		t.Fatal("second get found a message")
+	}
+	q.Ack(gd.ID)
+	eventually(t, "stream empty after the get", func() bool { return streamMessages(t, c, "jobs") == 0 })
 }
 
 func TestSharedQueueCompetingConsumers(t *testing.T) {

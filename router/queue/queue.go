@@ -741,6 +741,7 @@ func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
 		return d, 0, false // a stream is read by subscription; adapters refuse get
 	}
 	var out effects
+	q.pullForGet()
 	q.mu.Lock()
 	now := q.hooks.Now()
 	q.expireLocked(&out, now)

@@ -29,6 +29,10 @@ type Remote interface {
 	Wake()
 	// Closed says that the queue was deleted on this node: stop feeding.
 	Closed()
+	// Pull takes one message at once for a basic.get, if the queue has
+	// one; count is the deliveries before this one. It may wait on the
+	// network briefly.
+	Pull() (m *core.Message, redelivered bool, count uint32, h any, ok bool)
 }
 
 // SetRemote makes q a remote queue. It must be called before q is used.
@@ -143,4 +147,34 @@ func (q *Queue) runDeadLetter(d dlMsg) {
 		}
 		r.Term(h)
 	})
+}
+
+// pullForGet gives a remote queue with nothing ready here one message from
+// its Remote, for Get.
+func (q *Queue) pullForGet() {
+	q.mu.Lock()
+	r, need := q.remote, q.remote != nil && q.nready == 0 && !q.deleted
+	q.mu.Unlock()
+	if !need {
+		return
+	}
+	m, redelivered, count, h, ok := r.Pull()
+	if !ok {
+		return
+	}
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		r.Nak(h)
+		return
+	}
+	q.seq++
+	e := &entry{seq: q.seq, msg: m, pri: q.priorityOf(m), size: m.Size(), redelivered: redelivered, count: count, h: h}
+	e.expireAt = q.expiryOf(m, m.Arrived)
+	q.published.Add(1)
+	q.levels[e.pri].pushFront(e)
+	q.nready++
+	q.readyBytes += int64(e.size)
+	q.memBytes += int64(e.size)
+	q.mu.Unlock()
 }
