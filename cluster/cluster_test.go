@@ -95,7 +95,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 // attach gives node i a broker and replays the topology into it.
 func (c *testCluster) attach(i int) *router.Broker {
 	c.t.Helper()
-	b := router.New(router.Options{Logger: c.opts[i].Logger, Replicator: c.nodes[i].Topology()})
+	b := router.New(router.Options{Logger: c.opts[i].Logger, Replicator: c.nodes[i].Topology(), Shared: c.nodes[i].Queues()})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := c.nodes[i].Topology().Start(ctx, b); err != nil {
@@ -218,14 +218,16 @@ func TestTopologyReplicatesAcrossThreeNodes(t *testing.T) {
 			return hasExchange(n, "/", "orders") && hasQueue(n, "/", "work") && hasBinding(n, "/", binding)
 		})
 	}
-	// The binding routes on B: a message published there reaches B's queue.
+	// The binding routes on B: a message published there reaches the
+	// queue (its stream in JetStream, shared by every node).
 	vb := vhost(t, b, "/")
-	if _, err := vb.Publish(&core.Message{Exchange: "orders", RoutingKey: "order.new", Body: []byte("x")}, router.PublishOptions{}); err != nil {
-		t.Fatal(err)
+	if r, err := vb.Publish(&core.Message{Exchange: "orders", RoutingKey: "order.new", Body: []byte("x")}, router.PublishOptions{}); err != nil || r.Routed != 1 {
+		t.Fatalf("routing on node 1 through the replicated binding: %+v, %v", r, err)
 	}
-	if q, err := vb.Queue("work", 0); err != nil || q.Stats().Ready != 1 {
-		t.Fatalf("routing on node 1 through the replicated binding: %v", err)
-	}
+	eventually(t, "the message in the queue's stream", func() bool {
+		n, err := c.nodes[0].Queues().Messages(context.Background(), "/", "work")
+		return err == nil && n == 1
+	})
 
 	// Redeclares: an equivalent one is fine on any node (the argument in
 	// another integer width included); a conflicting one is 406 on C.

@@ -2,7 +2,11 @@
 // router's interfaces; the adapters never import it, and only cmd/bourse
 // wires it in.
 //
-// This first slice replicates topology only (router.Replicator):
+// It does two things: it replicates the topology (router.Replicator,
+// topology.go) and it keeps the messages of shared durable queues in
+// JetStream (router.SharedQueues, queues.go).
+//
+// Topology:
 //
 //   - The bucket: vhosts, durable exchanges, durable non-exclusive queues
 //     and the bindings between them are keys of the KV bucket
@@ -29,6 +33,55 @@
 //   - The watcher is an ordered consumer on one JetStream server; if that
 //     server dies the client notices late, so a change waiting more than a
 //     second makes the watcher resubscribe from the last applied revision.
+//
+// Messages of shared queues (durable, not exclusive, not x-queue-type
+// stream):
+//
+//   - Each such queue is a JetStream stream with WorkQueue retention,
+//     named QueueStream (bourse_q_<readable part>_<digest>), subject
+//     QueueSubject (bourse.q.<vhost token>.<queue token>), file storage,
+//     R3 when the cluster has three nodes or more, else R1. The declaring
+//     node creates it (and its consumer) before it records the queue in
+//     the bucket, so any node that sees the queue can publish to it; the
+//     deleting node deletes it after removing the queue (a vhost delete
+//     deletes its queues' streams).
+//   - Publish: each node routes with its own (replicated) bindings, and
+//     the router hands the shared target queues to Queues.Publish instead
+//     of enqueueing locally. The message (the journal's codec,
+//     storage/record: properties, headers, body) goes to each queue's
+//     subject with one Nats-Msg-Id; a failed publish is retried with the
+//     same id (deduplicated within two minutes) until the timeout. The
+//     publisher's confirm (AMQP confirm, MQTT PUBACK, STOMP RECEIPT) is
+//     given once every target's PubAck has come.
+//   - Consume: each stream has one durable pull consumer, "bourse",
+//     shared by every node, so JetStream spreads messages over the nodes
+//     that pull (competing consumers across nodes). A node pulls only
+//     while its own consumers of the queue have credit (their free
+//     prefetch; 128 at a time for one without prefetch or with no-ack)
+//     and feeds the messages to its router queue (queue.Remote), which
+//     delivers them as any queue does. The consumer's MaxAckPending is
+//     unlimited: prefetch is enforced by Bourse, per consumer.
+//   - Settle: ack (or a no-ack delivery) acks in JetStream (a plain ack:
+//     one lost on the way means a redelivery after AckWait, at least
+//     once); reject or nack with requeue, a consumer or connection gone
+//     with unacked messages, a graceful shutdown: Nak, and JetStream hands
+//     the message out again at once, here or on another node; the
+//     redelivered flag and the delivery count come from the JetStream
+//     metadata (NumDelivered). Reject without requeue and expiry dead-
+//     letter through the router (x-death, to shared or local queues), and
+//     the original is terminated only once the dead letter is confirmed;
+//     without a DLX it is terminated.
+//   - AckWait is 30 minutes (AckWait): the messages of a node that dies
+//     with messages in hand come back to the other nodes after it.
+//   - basic.get pulls one message at once if the stream has one ready.
+//
+// What is not shared yet: message counts (declare-ok, management API),
+// purge, x-max-length/overflow, priorities and single active consumer
+// act on each node's own share only; x-message-ttl counts from the
+// publish but is enforced only on messages a node pulled. A message a node
+// pulled for a consumer that left before it arrived comes back flagged
+// redelivered. Streams (x-queue-type stream), transient and exclusive
+// queues, and MQTT sessions and retained messages stay per node.
 //
 // In embedded mode (Node with ModeEmbedded) the process runs a nats-server
 // with JetStream and SyncAlways (sync_interval: always), so that a

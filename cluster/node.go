@@ -58,10 +58,12 @@ type Options struct {
 // connection, the embedded server in ModeEmbedded, and the replicated
 // topology.
 type Node struct {
-	srv  *server.Server
-	nc   *nats.Conn
-	topo *Topology
-	log  *slog.Logger
+	srv    *server.Server
+	nc     *nats.Conn // control: the topology
+	data   *nats.Conn // messages of the shared queues
+	topo   *Topology
+	queues *Queues
+	log    *slog.Logger
 }
 
 // Start starts the embedded server (ModeEmbedded), connects, and opens the
@@ -114,19 +116,25 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if o.NodeName != "" {
 		name += " " + o.NodeName
 	}
-	connect = append(connect, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+	connect = append(connect, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				o.Logger.Warn("disconnected from NATS", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { o.Logger.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted()) }))
-	nc, err := nats.Connect(urls, connect...)
+	nc, err := nats.Connect(urls, append(connect, nats.Name(name))...)
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
 	}
 	n.nc = nc
+	// A connection of its own for messages, so that a slow data path
+	// cannot get the topology's connection dropped.
+	if n.data, err = nats.Connect(urls, append(connect, nats.Name(name+" data"))...); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		n.Close()
@@ -137,8 +145,25 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	qreplicas := replicas
+	if qreplicas <= 0 {
+		qreplicas = 3 // falls back to 1 when JetStream is not clustered
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if n.queues, err = newQueues(n.data, qreplicas, timeout, o.Logger.With("component", "queues")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	n.topo.shared = n.queues
 	return n, nil
 }
+
+// Queues returns the store of the shared queues' messages (a
+// router.SharedQueues).
+func (n *Node) Queues() *Queues { return n.queues }
 
 // Topology returns the replicated topology (a router.Replicator).
 func (n *Node) Topology() *Topology { return n.topo }
@@ -157,6 +182,14 @@ func (n *Node) ClientURL() string {
 func (n *Node) Close() {
 	if n.topo != nil {
 		n.topo.Close()
+	}
+	if n.queues != nil {
+		n.queues.Close()
+	}
+	if n.data != nil {
+		// Flush first: the acknowledgements and naks just sent.
+		_ = n.data.FlushTimeout(time.Second)
+		n.data.Close()
 	}
 	if n.nc != nil {
 		n.nc.Close()

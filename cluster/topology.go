@@ -56,6 +56,10 @@ type Topology struct {
 	state   map[string]entry
 	pending map[string]entry // bindings whose ends are missing here
 	started bool
+
+	// shared keeps the messages of shared queues: a queue's stream is
+	// created before the queue is recorded, deleted after it is removed.
+	shared *Queues
 }
 
 var _ router.Replicator = (*Topology)(nil)
@@ -445,6 +449,15 @@ func (t *Topology) PutQueue(vhost string, q core.QueueInfo) (core.QueueInfo, err
 	if err != nil {
 		return core.QueueInfo{}, err
 	}
+	if t.shared != nil && sharedQueue(q) {
+		// The stream first: any node that sees the queue can publish to it.
+		ctx, cancel := t.opCtx()
+		err := t.shared.ensure(ctx, vhost, q.Name)
+		cancel()
+		if err != nil {
+			return core.QueueInfo{}, err
+		}
+	}
 	key := queueKey(vhost, q.Name)
 	got, err := t.create(key, v)
 	if err != nil {
@@ -486,16 +499,47 @@ func (t *Topology) DeleteExchange(vhost, name string) error {
 // DeleteQueue implements router.Replicator: the bindings to the queue,
 // then the queue.
 func (t *Topology) DeleteQueue(vhost, name string) error {
-	return t.deleteWhere(func(e entry) bool {
+	err := t.deleteWhere(func(e entry) bool {
 		return e.kind == kindBinding && e.vhost == vhost && e.binding.Dest == core.Dest{Kind: core.ToQueue, Name: name}
 	}, []string{queueKey(vhost, name)})
+	if err != nil {
+		return err
+	}
+	return t.dropStreams(vhost, []string{name})
+}
+
+// dropStreams deletes the streams of shared queues that were deleted.
+func (t *Topology) dropStreams(vhost string, names []string) error {
+	if t.shared == nil {
+		return nil
+	}
+	ctx, cancel := t.opCtx()
+	defer cancel()
+	for _, n := range names {
+		if err := t.shared.drop(ctx, vhost, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteVHost implements router.Replicator: bindings, queues and exchanges
 // of the vhost, then the vhost.
 func (t *Topology) DeleteVHost(name string) error {
-	return t.deleteWhere(func(e entry) bool { return e.kind != kindVHost && e.vhost == name },
+	t.mu.Lock()
+	var queues []string
+	for _, e := range t.state {
+		if e.kind == kindQueue && e.vhost == name && sharedQueue(e.queue) {
+			queues = append(queues, e.queue.Name)
+		}
+	}
+	t.mu.Unlock()
+	err := t.deleteWhere(func(e entry) bool { return e.kind != kindVHost && e.vhost == name },
 		[]string{vhostKey(name)})
+	if err != nil {
+		return err
+	}
+	return t.dropStreams(name, queues)
 }
 
 // deleteWhere catches up with the bucket, deletes the recorded entries

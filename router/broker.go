@@ -58,8 +58,13 @@ type Options struct {
 	// Replicator, in cluster mode, shares durable topology between nodes
 	// instead of Meta (which is then ignored for topology).
 	Replicator Replicator
-	Messages   MessageStore // nil: messages are not persisted
-	Streams    StreamStore  // nil: streams cannot be declared
+	// Shared, in cluster mode, keeps the messages of the queues the
+	// Replicator shares (durable, not exclusive, not streams) in the
+	// cluster, so that a message published on any node is consumed on
+	// any node. Needs Replicator.
+	Shared   SharedQueues
+	Messages MessageStore // nil: messages are not persisted
+	Streams  StreamStore  // nil: streams cannot be declared
 	// OnConfirm, when set, is told how long each confirm of a message that
 	// had to reach the disk took (publish to durable).
 	OnConfirm func(time.Duration)
@@ -104,6 +109,8 @@ func New(opts Options) *Broker {
 	}
 	if opts.Replicator != nil {
 		opts.Meta = nil
+	} else {
+		opts.Shared = nil
 	}
 	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
 	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ type routeScratch struct {
 	pending    []string
 	targets    []core.QueueSeq
 	streams    []*queue.Queue
+	shared     []string // cluster mode: shared queues, stored by SharedQueues
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -71,6 +73,8 @@ func (s *routeScratch) reset() {
 	s.targets = s.targets[:0]
 	clear(s.streams)
 	s.streams = s.streams[:0]
+	clear(s.shared)
+	s.shared = s.shared[:0]
 }
 
 // Publish routes m from exchange m.Exchange to every matching queue, each
@@ -215,6 +219,11 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 			r.Routed++
 			continue
 		}
+		if q.Remote() != nil {
+			s.shared = append(s.shared, q.Name())
+			r.Routed++
+			continue
+		}
 		seq, res := q.Enqueue(m)
 		switch res {
 		case queue.Accepted:
@@ -227,6 +236,17 @@ func (v *VHost) enqueue(m *core.Message, s *routeScratch, o PublishOptions) Publ
 		}
 	}
 	switch {
+	case len(s.shared) > 0:
+		// Cluster mode: the shared queues' store reports once for all of
+		// them, as streams and the journal do.
+		done := joinConfirms(o.Confirm, 1+len(s.streams)+min(len(s.targets), 1), r.Rejected)
+		v.b.opts.Shared.Publish(v.name, m, append([]string(nil), s.shared...), done)
+		for _, q := range s.streams {
+			q.Append(m, done)
+		}
+		if len(s.targets) > 0 {
+			v.b.opts.Messages.Persist(v.name, m, append([]core.QueueSeq(nil), s.targets...), done)
+		}
 	case len(s.streams) > 0:
 		// Streams (and the journal, if durable queues took the message too)
 		// each report once; the publisher's confirm waits for all of them.
@@ -309,6 +329,31 @@ func (v *VHost) deadLetter(dlx string, m *core.Message) {
 	v.routeLocked(ex, m, s, true)
 	v.mu.RUnlock()
 	v.enqueue(m, s, PublishOptions{})
+}
+
+// deadLetterConfirm is deadLetter for a message of a shared queue (cluster
+// mode): done is called once the dead letter is safely in every queue it
+// reached (at once when it reached none), so that the original is only
+// removed from its queue then.
+func (v *VHost) deadLetterConfirm(dlx string, m *core.Message, done func(error)) {
+	s := scratchPool.Get().(*routeScratch)
+	defer func() { s.reset(); scratchPool.Put(s) }()
+	v.mu.RLock()
+	ex := v.exchanges[dlx]
+	if ex == nil {
+		v.mu.RUnlock()
+		v.b.log.Debug("dead-letter exchange missing; message dropped", "vhost", v.name, "exchange", dlx)
+		done(nil)
+		return
+	}
+	v.routeLocked(ex, m, s, true)
+	v.mu.RUnlock()
+	v.enqueue(m, s, PublishOptions{Confirm: func(err error) {
+		if errors.Is(err, ErrRejected) {
+			err = nil // a full DLX queue drops the dead letter, as on one node
+		}
+		done(err)
+	}})
 }
 
 // Consume subscribes c to queue name on behalf of connection conn.

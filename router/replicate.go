@@ -49,6 +49,23 @@ type Replicator interface {
 	Sync() error
 }
 
+// SharedQueues keeps the messages of shared queues in cluster mode (the
+// cluster package implements it on JetStream): every node routes a publish
+// itself, with the replicated bindings, and hands the message to
+// SharedQueues for the shared queues it reached, instead of enqueueing it
+// locally; a node whose consumers have credit is fed from SharedQueues
+// through the queue's queue.Remote.
+type SharedQueues interface {
+	// Open returns the Remote of shared queue q, which the router creates
+	// on this node when the cluster declares it (q is not in use yet).
+	Open(q *queue.Queue) queue.Remote
+	// Publish stores m in each of the named shared queues of vhost, and
+	// calls done exactly once: with nil when every queue has it safely,
+	// with an error otherwise. It must not block on the network for long:
+	// it is called on the publisher's path.
+	Publish(vhost string, m *core.Message, queues []string, done func(error))
+}
+
 // replicaErr keeps the kind of a *core.Error from the Replicator and makes
 // anything else a ResourceError (the cluster is unreachable or refused).
 func replicaErr(err error, format string, args ...any) error {

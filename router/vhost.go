@@ -460,6 +460,14 @@ func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args, log queue.Log) *que
 	if log != nil {
 		return queue.NewStream(cfg, hooks, log, v.b.log)
 	}
+	if v.b.opts.Shared != nil && replicatedQueue(cfg) {
+		// Cluster mode: the messages live in the cluster; this node's
+		// queue holds what its consumers were handed.
+		hooks.DeadLetterConfirm = v.deadLetterConfirm
+		q := queue.New(cfg, hooks, nil)
+		q.SetRemote(v.b.opts.Shared.Open(q))
+		return q
+	}
 	var store queue.Store
 	if d.Durable && v.b.opts.Messages != nil {
 		store = v.b.opts.Messages

@@ -145,6 +145,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		OnConfirm:        func(d time.Duration) { confirms.Observe(d.Seconds()) }}
 	if node != nil {
 		ropts.Replicator = node.Topology()
+		ropts.Shared = node.Queues()
 	}
 	broker := router.New(ropts)
 	if node == nil {

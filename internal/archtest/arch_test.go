@@ -72,7 +72,9 @@ func check(self, imp string) string {
 			return "storage knows only core"
 		}
 	case self == "cluster" || strings.HasPrefix(self, "cluster/"):
-		if internal && !strings.HasPrefix(dep, "core") && !strings.HasPrefix(dep, "router") && !strings.HasPrefix(dep, "cluster") {
+		// storage/record is the public message codec (core only): the
+		// cluster stores messages in JetStream in the journal's format.
+		if internal && !strings.HasPrefix(dep, "core") && !strings.HasPrefix(dep, "router") && !strings.HasPrefix(dep, "cluster") && dep != "storage/record" {
 			return "the cluster backplane implements the router's interfaces and knows only core and router"
 		}
 	case strings.HasPrefix(self, "protocols/"):

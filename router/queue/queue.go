@@ -67,6 +67,11 @@ type Hooks struct {
 	// DeadLetter republishes a dead-lettered message (already carrying its
 	// x-death header) to exchange dlx.
 	DeadLetter func(dlx string, m *core.Message)
+	// DeadLetterConfirm, when set, is used instead of DeadLetter for the
+	// messages of a remote queue: done is called once the dead letter is
+	// safely in every queue it was routed to, and only then is the
+	// original terminated (on an error it is given back instead).
+	DeadLetterConfirm func(dlx string, m *core.Message, done func(error))
 	// Unused is called when an auto-delete queue loses its last consumer or
 	// when an x-expires queue has been unused for its TTL: the router
 	// deletes the queue.
@@ -121,6 +126,7 @@ type entry struct {
 	off         uint64 // a stream delivery's offset
 	size        int    // the body's size (msg has no body while paged)
 	paged       bool   // the body is only in the store
+	h           any    // a remote queue's handle of the message (see Remote)
 }
 
 // Sub is one consumer's subscription to a queue.
@@ -175,6 +181,7 @@ type Queue struct {
 	deleted    bool
 	hadSub     bool
 	stream     *streamState // non-nil: the queue is a stream
+	remote     Remote       // non-nil: the messages are kept by a Remote
 	ttlTimer   *time.Timer
 	ttlAt      int64
 	idleTimer  *time.Timer
@@ -498,7 +505,7 @@ func (q *Queue) dispatchLocked(out *effects, now time.Time) {
 		}
 		q.takeLocked(d)
 		if !q.materializeLocked(h) {
-			q.settleLocked(h)
+			q.settleLocked(out, h)
 			q.dropped.Add(1)
 			continue
 		}
@@ -535,7 +542,7 @@ func (q *Queue) dispatchLocked(out *effects, now time.Time) {
 			q.redelivered.Add(1)
 		}
 		if s.opts.NoAck {
-			q.settleLocked(h)
+			q.settleLocked(out, h)
 		}
 	}
 	q.expireLocked(out, now)
@@ -593,8 +600,14 @@ func (q *Queue) deliveredLocked(e *entry) {
 	}
 }
 
-// settleLocked records that e left the queue for good.
-func (q *Queue) settleLocked(e *entry) {
+// settleLocked records that e left the queue for good (a remote queue
+// acknowledges it to its Remote once the lock is released).
+func (q *Queue) settleLocked(out *effects, e *entry) {
+	if e.h != nil {
+		out.acks = append(out.acks, e.h)
+		e.h = nil
+		return
+	}
 	if e.seq != 0 && q.store != nil && q.cfg.Durable && e.msg.Persistent() {
 		q.store.Settle(q.cfg.VHost, q.cfg.Name, []uint64{e.seq})
 	}
@@ -603,14 +616,20 @@ func (q *Queue) settleLocked(e *entry) {
 func (q *Queue) deadLetterLocked(out *effects, e *entry, reason string) {
 	a := &q.cfg.Args
 	if !a.HasDLX || !q.materializeLocked(e) {
-		q.settleLocked(e)
+		if e.h != nil {
+			out.terms = append(out.terms, e.h)
+			e.h = nil
+		}
+		q.settleLocked(out, e)
 		q.dropped.Add(1)
 		return
 	}
-	q.settleLocked(e)
+	h := e.h
+	e.h = nil // a remote message is terminated once its dead letter is safe
+	q.settleLocked(out, e)
 	q.deadLettered.Add(1)
 	m := deadLettered(e.msg, q.cfg.Name, reason, a, q.hooks.Now())
-	out.dl = append(out.dl, dlMsg{a.DLX, m})
+	out.dl = append(out.dl, dlMsg{a.DLX, m, h})
 }
 
 // Consume subscribes c to the queue.
@@ -673,6 +692,7 @@ func (s *Sub) Cancel() {
 		if q.cfg.AutoDelete && q.hadSub {
 			out.unused = "auto-delete"
 		}
+		q.returnReadyLocked(&out)
 		q.touchLocked()
 	} else {
 		q.dispatchLocked(&out, q.hooks.Now())
@@ -721,13 +741,14 @@ func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
 		return d, 0, false // a stream is read by subscription; adapters refuse get
 	}
 	var out effects
+	q.pullForGet()
 	q.mu.Lock()
 	now := q.hooks.Now()
 	q.expireLocked(&out, now)
 	q.touchLocked()
 	e := q.popHeadLocked()
 	for e != nil && !q.materializeLocked(e) {
-		q.settleLocked(e)
+		q.settleLocked(&out, e)
 		q.dropped.Add(1)
 		e = q.popHeadLocked()
 	}
@@ -742,7 +763,7 @@ func (q *Queue) Get(noAck bool) (d Delivery, remaining int, ok bool) {
 			q.redelivered.Add(1)
 		}
 		if noAck {
-			q.settleLocked(e)
+			q.settleLocked(&out, e)
 		} else {
 			q.unacked[e.seq] = e
 		}
@@ -764,7 +785,7 @@ func (q *Queue) Ack(id uint64) bool {
 	} else if ok {
 		q.releaseLocked(e)
 		q.acked.Add(1)
-		q.settleLocked(e)
+		q.settleLocked(&out, e)
 		q.dispatchLocked(&out, q.hooks.Now())
 	}
 	q.mu.Unlock()
@@ -783,9 +804,15 @@ func (q *Queue) Reject(id uint64, requeue bool) bool {
 		q.streamSettleLocked(e) // records stay in a stream: nothing to requeue or dead-letter
 	} else if ok {
 		q.releaseLocked(e)
-		if requeue && !q.deleted {
+		switch {
+		case requeue && e.h != nil:
+			// A remote message goes back to the shared queue, to be
+			// redelivered here or on another node.
+			out.naks = append(out.naks, e.h)
+			e.h = nil
+		case requeue && !q.deleted:
 			q.requeueLocked(e)
-		} else {
+		default:
 			q.deadLetterLocked(&out, e, "rejected")
 		}
 		q.dispatchLocked(&out, q.hooks.Now())
@@ -809,15 +836,21 @@ func (q *Queue) Purge() int {
 	if q.stream != nil {
 		return 0 // retention, not consumers, removes a stream's records
 	}
+	var out effects
 	q.mu.Lock()
 	n := q.nready
 	for i := range q.levels {
 		for _, e := range q.levels[i].clear() {
-			q.settleLocked(e)
+			if e.h != nil {
+				out.terms = append(out.terms, e.h)
+				e.h = nil
+			}
+			q.settleLocked(&out, e)
 		}
 	}
 	q.nready, q.readyBytes = 0, 0
 	q.mu.Unlock()
+	out.run(q)
 	return n
 }
 
@@ -842,6 +875,13 @@ func (q *Queue) Delete(reason error) int {
 	// No settle records: the router has told the store the queue is gone
 	// (MessageStore.QueueDeleted), and settles written after that marker
 	// could match entries of a new queue of the same name.
+	var out effects
+	q.returnReadyLocked(&out)
+	for _, e := range q.unacked {
+		if e.h != nil {
+			out.naks = append(out.naks, e.h)
+		}
+	}
 	for i := range q.levels {
 		q.levels[i].clear()
 	}
@@ -852,6 +892,12 @@ func (q *Queue) Delete(reason error) int {
 	}
 	q.stopIdleLocked()
 	q.mu.Unlock()
+	if q.remote != nil {
+		for _, h := range out.naks {
+			q.remote.Nak(h)
+		}
+		q.remote.Closed()
+	}
 	for _, s := range subs {
 		s.c.Cancelled(q, reason)
 	}
@@ -922,18 +968,31 @@ func (q *Queue) Consumers() int {
 type effects struct {
 	dl     []dlMsg
 	unused string
+	// Handles of a remote queue's messages, to settle with its Remote.
+	acks, naks, terms []any
 }
 
 type dlMsg struct {
 	dlx string
 	m   *core.Message
+	h   any // a remote message, terminated once the dead letter is safe
 }
 
 func (e *effects) run(q *Queue) {
-	if q.hooks.DeadLetter != nil {
-		for _, d := range e.dl {
-			q.hooks.DeadLetter(d.dlx, d.m)
+	for _, d := range e.dl {
+		q.runDeadLetter(d)
+	}
+	if r := q.remote; r != nil {
+		for _, h := range e.acks {
+			r.Ack(h)
 		}
+		for _, h := range e.naks {
+			r.Nak(h)
+		}
+		for _, h := range e.terms {
+			r.Term(h)
+		}
+		r.Wake()
 	}
 	if e.unused != "" && q.hooks.Unused != nil {
 		q.hooks.Unused(q, e.unused)

@@ -1,0 +1,557 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/router/queue"
+	"github.com/bourse-mq/bourse/storage/record"
+)
+
+// AckWait is how long JetStream waits for the acknowledgement of a message
+// it handed to a node before it hands it out again. Bourse tracks unacked
+// messages itself (prefetch, redelivery on reject, on a consumer or
+// connection gone, on a graceful shutdown), so this only matters when a
+// node dies with messages in hand: they come back after AckWait. It is
+// long because a consumer may legitimately hold a message for a long time
+// (RabbitMQ's consumer timeout is 30 minutes too).
+const AckWait = 30 * time.Minute
+
+// queueConsumer is the name of the one durable pull consumer of each
+// queue's stream, shared by every node: JetStream spreads the messages
+// over the nodes' pull requests (competing consumers across nodes).
+const queueConsumer = "bourse"
+
+// fetchWait bounds one pull request: a node whose consumers gain credit
+// while a pull is pending asks for more after at most this long.
+const fetchWait = time.Second
+
+// QueueSubject is the subject of a shared queue's stream.
+func QueueSubject(vhost, name string) string { return "bourse.q." + tok(vhost) + "." + tok(name) }
+
+// QueueStream is the name of a shared queue's stream: a readable part of
+// the queue's name and a digest of the vhost and the name (stream names
+// allow neither dots nor every byte, and are bounded in length).
+func QueueStream(vhost, name string) string {
+	h := sha256.Sum256([]byte(vhost + "\x00" + name))
+	var b strings.Builder
+	for _, c := range []byte(name) {
+		if b.Len() >= 48 {
+			break
+		}
+		if c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+			b.WriteByte(c)
+		}
+	}
+	return "bourse_q_" + b.String() + "_" + hex.EncodeToString(h[:10])
+}
+
+// sharedQueue reports whether a queue declaration is a shared queue whose
+// messages live in a JetStream stream: what the router shares (durable,
+// not exclusive), streams excepted.
+func sharedQueue(q core.QueueInfo) bool {
+	if !q.Durable || q.Exclusive {
+		return false
+	}
+	a, err := queue.ParseArgs(q.Args)
+	return err == nil && a.Type != "stream"
+}
+
+// Queues keeps the messages of shared durable queues in JetStream: one
+// work-queue stream per queue (router.SharedQueues).
+type Queues struct {
+	js       jetstream.JetStream
+	log      *slog.Logger
+	replicas int
+	timeout  time.Duration
+
+	base   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	open   map[*remoteQueue]struct{}
+	closed bool
+}
+
+var _ router.SharedQueues = (*Queues)(nil)
+
+func newQueues(nc *nats.Conn, replicas int, timeout time.Duration, log *slog.Logger) (*Queues, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timeout), jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, err
+	}
+	base, cancel := context.WithCancel(context.Background())
+	return &Queues{js: js, log: log, replicas: replicas, timeout: timeout, base: base, cancel: cancel,
+		open: map[*remoteQueue]struct{}{}}, nil
+}
+
+// ensure creates the queue's stream and its consumer if they do not exist.
+func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
+	stream := QueueStream(vhost, name)
+	cfg := jetstream.StreamConfig{
+		Name:        stream,
+		Description: fmt.Sprintf("Bourse queue '%s' in vhost '%s'", name, vhost),
+		Subjects:    []string{QueueSubject(vhost, name)},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.replicas,
+		Duplicates:  2 * time.Minute,
+	}
+	_, err := s.js.CreateStream(ctx, cfg)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
+		cfg.Replicas = 1
+		_, err = s.js.CreateStream(ctx, cfg)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s of queue '%s' in vhost '%s': %w", stream, name, vhost, err)
+	}
+	_, err = s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:       queueConsumer,
+		Description:   "Bourse nodes' consumers of the queue",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: -1, // Bourse enforces each consumer's prefetch
+		MaxWaiting:    512,
+	})
+	if err != nil {
+		return fmt.Errorf("create the consumer of stream %s: %w", stream, err)
+	}
+	return nil
+}
+
+// drop deletes the queue's stream (its messages with it).
+func (s *Queues) drop(ctx context.Context, vhost, name string) error {
+	err := s.js.DeleteStream(ctx, QueueStream(vhost, name))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete the stream of queue '%s' in vhost '%s': %w", name, vhost, err)
+	}
+	return nil
+}
+
+// Publish implements router.SharedQueues: m goes to each queue's stream
+// with one Nats-Msg-Id, so that a retry after a lost acknowledgement (a
+// leader change) is deduplicated; done is called once every stream has
+// acknowledged it (JetStream acknowledges only what its replicas have
+// stored), or with the first error once retries ran out.
+func (s *Queues) Publish(vhost string, m *core.Message, queues []string, done func(error)) {
+	payload, err := record.AppendMessage(nil, m)
+	if err != nil {
+		done(core.Wrap(core.ResourceError, err, "encode message for the cluster"))
+		return
+	}
+	var idb [16]byte
+	_, _ = rand.Read(idb[:])
+	id := base64.RawURLEncoding.EncodeToString(idb[:])
+	msgs := make([]*nats.Msg, len(queues))
+	futures := make([]jetstream.PubAckFuture, len(queues))
+	errs := make([]error, len(queues))
+	for i, q := range queues {
+		msgs[i] = &nats.Msg{Subject: QueueSubject(vhost, q), Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
+		// Sent now, on the publisher's path, so that one publisher's
+		// messages reach each stream in order.
+		futures[i], errs[i] = s.js.PublishMsgAsync(msgs[i])
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		done(core.Errorf(core.ResourceError, "cluster node closing"))
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		done(s.awaitPublish(vhost, queues, msgs, futures, errs))
+	}()
+}
+
+// awaitPublish waits for the acknowledgements of one publish, and retries
+// (same message id) those that failed until the timeout.
+func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, futures []jetstream.PubAckFuture, errs []error) error {
+	ctx, cancel := context.WithTimeout(s.base, s.timeout)
+	defer cancel()
+	for i := range msgs {
+		for pause := 20 * time.Millisecond; ; pause = min(2*pause, 500*time.Millisecond) {
+			err := errs[i]
+			if err == nil {
+				select {
+				case <-futures[i].Ok():
+				case err = <-futures[i].Err():
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return core.Wrap(core.ResourceError, err, "store message in queue '%s' in the cluster", queues[i])
+			}
+			s.log.Debug("publish to a shared queue failed; retrying", "vhost", vhost, "queue", queues[i], "err", err)
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+				// The stream may be missing (declared before this node
+				// kept messages in JetStream, or lost a race with a
+				// delete and redeclare): make sure it exists.
+				if eerr := s.ensure(ctx, vhost, queues[i]); eerr != nil {
+					s.log.Debug("ensure stream", "err", eerr)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return core.Wrap(core.ResourceError, err, "store message in queue '%s' in the cluster", queues[i])
+			case <-time.After(pause):
+			}
+			futures[i], errs[i] = s.js.PublishMsgAsync(msgs[i])
+		}
+	}
+	return nil
+}
+
+// Open implements router.SharedQueues.
+func (s *Queues) Open(q *queue.Queue) queue.Remote {
+	c := q.Config()
+	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, wake: make(chan struct{}, 1),
+		held: map[jetstream.Msg]struct{}{}}
+	r.ctx, r.cancel = context.WithCancel(s.base)
+	s.mu.Lock()
+	s.open[r] = struct{}{}
+	s.mu.Unlock()
+	return r
+}
+
+// Close stops feeding every queue and gives back the messages this node
+// holds (to be redelivered by the other nodes), then returns once every
+// publish in flight has been answered.
+func (s *Queues) Close() {
+	s.mu.Lock()
+	s.closed = true
+	rs := make([]*remoteQueue, 0, len(s.open))
+	for r := range s.open {
+		rs = append(rs, r)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, r := range rs {
+		r.close()
+	}
+	s.wg.Wait()
+}
+
+// remoteQueue feeds one shared queue on this node from its stream's
+// consumer, as much as the node's consumers of it have credit for.
+type remoteQueue struct {
+	s           *Queues
+	q           *queue.Queue
+	vhost, name string
+	ctx         context.Context
+	cancel      context.CancelFunc
+	wake        chan struct{}
+
+	mu      sync.Mutex
+	cons    jetstream.Consumer // bound by the first pull
+	running bool
+	closed  bool
+	held    map[jetstream.Msg]struct{} // fed and not settled yet
+}
+
+var _ queue.Remote = (*remoteQueue)(nil)
+
+// Wake implements queue.Remote: it starts the feeder if it is not
+// running.
+func (r *remoteQueue) Wake() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	if !r.running {
+		r.s.mu.Lock()
+		closing := r.s.closed
+		if !closing {
+			r.s.wg.Add(1)
+		}
+		r.s.mu.Unlock()
+		if closing {
+			return
+		}
+		r.running = true
+		go r.feed()
+	}
+}
+
+// Closed implements queue.Remote (the queue was deleted on this node).
+func (r *remoteQueue) Closed() {
+	r.s.mu.Lock()
+	delete(r.s.open, r)
+	r.s.mu.Unlock()
+	r.close()
+}
+
+func (r *remoteQueue) close() {
+	r.mu.Lock()
+	r.closed = true
+	held := make([]jetstream.Msg, 0, len(r.held))
+	for m := range r.held {
+		held = append(held, m)
+	}
+	clear(r.held)
+	r.mu.Unlock()
+	r.cancel()
+	for _, m := range held {
+		_ = m.Nak()
+	}
+}
+
+// settle removes m from the held set; it reports false when m was given
+// back already (the node is closing).
+func (r *remoteQueue) settle(h any) (jetstream.Msg, bool) {
+	m, ok := h.(jetstream.Msg)
+	if !ok {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, held := r.held[m]; !held {
+		return nil, false
+	}
+	delete(r.held, m)
+	return m, true
+}
+
+// Ack implements queue.Remote. A lost acknowledgement means a redelivery
+// after AckWait (at least once).
+func (r *remoteQueue) Ack(h any) {
+	if m, ok := r.settle(h); ok {
+		if err := m.Ack(); err != nil {
+			r.s.log.Warn("ack to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
+		}
+	}
+}
+
+// Nak implements queue.Remote: JetStream redelivers the message at once,
+// to whichever node pulls next.
+func (r *remoteQueue) Nak(h any) {
+	if m, ok := r.settle(h); ok {
+		if err := m.Nak(); err != nil {
+			r.s.log.Warn("nak to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
+		}
+	}
+}
+
+// Term implements queue.Remote.
+func (r *remoteQueue) Term(h any) {
+	if m, ok := r.settle(h); ok {
+		if err := m.Term(); err != nil {
+			r.s.log.Warn("term to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
+		}
+	}
+}
+
+// feed pulls as many messages as the local consumers have credit for,
+// until they have none and no consumer is left.
+func (r *remoteQueue) feed() {
+	defer r.s.wg.Done()
+	var cons jetstream.Consumer
+	backoff := 50 * time.Millisecond
+	for {
+		n := r.q.Credit()
+		if n <= 0 {
+			r.mu.Lock()
+			if len(r.wake) == 0 && (r.closed || r.q.Consumers() == 0) {
+				r.running = false
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+			select {
+			case <-r.wake:
+			case <-r.ctx.Done():
+				r.stop()
+				return
+			}
+			continue
+		}
+		if cons == nil {
+			var err error
+			if cons, err = r.consumer(); err != nil {
+				if r.ctx.Err() != nil {
+					r.stop()
+					return
+				}
+				r.s.log.Warn("shared queue not reachable in the cluster; retrying", "vhost", r.vhost, "queue", r.name, "err", err)
+				select {
+				case <-time.After(backoff):
+				case <-r.ctx.Done():
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+		}
+		// Not cancelled by a close: a pull request abandoned before it
+		// expires may still be answered by the server, into an inbox
+		// nobody reads, and those messages would be stuck until
+		// AckWait. FetchContext makes the server expire the request a
+		// little before the client stops reading; what comes meanwhile
+		// is given back.
+		fctx, cancel := context.WithTimeout(context.Background(), fetchWait)
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+		if err == nil {
+			for m := range batch.Messages() {
+				r.take(m)
+			}
+			err = batch.Error()
+		}
+		cancel()
+		if r.ctx.Err() != nil {
+			r.stop()
+			return
+		}
+		switch {
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+			backoff = 50 * time.Millisecond
+		default:
+			r.s.log.Debug("fetch from a shared queue", "vhost", r.vhost, "queue", r.name, "err", err)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				cons = nil
+				r.mu.Lock()
+				r.cons = nil
+				r.mu.Unlock()
+			}
+			select {
+			case <-time.After(backoff):
+			case <-r.ctx.Done():
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+func (r *remoteQueue) stop() {
+	r.mu.Lock()
+	r.running = false
+	r.mu.Unlock()
+}
+
+// consumer binds the queue's consumer, creating the stream and consumer if
+// they are missing.
+func (r *remoteQueue) consumer() (jetstream.Consumer, error) {
+	r.mu.Lock()
+	c := r.cons
+	r.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.s.timeout)
+	defer cancel()
+	stream := QueueStream(r.vhost, r.name)
+	c, err := r.s.js.Consumer(ctx, stream, queueConsumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err = r.s.ensure(ctx, r.vhost, r.name); err == nil {
+			c, err = r.s.js.Consumer(ctx, stream, queueConsumer)
+		}
+	}
+	if err == nil {
+		r.mu.Lock()
+		r.cons = c
+		r.mu.Unlock()
+	}
+	return c, err
+}
+
+// take feeds one pulled message to the queue, or gives it back.
+func (r *remoteQueue) take(m jetstream.Msg) {
+	msg, count, ok := r.hold(m)
+	if ok && !r.q.Feed(msg, count > 0, count, m) {
+		r.Nak(m)
+	}
+}
+
+// hold decodes a pulled message and records it as held by this node; count
+// is its deliveries before this one. A message that cannot be decoded is
+// terminated, one that comes while the node closes is given back.
+func (r *remoteQueue) hold(m jetstream.Msg) (*core.Message, uint32, bool) {
+	md, err := m.Metadata()
+	if err != nil {
+		r.s.log.Error("message without JetStream metadata in a shared queue; terminated", "vhost", r.vhost, "queue", r.name, "err", err)
+		_ = m.Term()
+		return nil, 0, false
+	}
+	msg, err := record.DecodeMessage(m.Data())
+	if err != nil {
+		r.s.log.Error("undecodable message in a shared queue; terminated", "vhost", r.vhost, "queue", r.name, "seq", md.Sequence.Stream, "err", err)
+		_ = m.Term()
+		return nil, 0, false
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		_ = m.Nak()
+		return nil, 0, false
+	}
+	r.held[m] = struct{}{}
+	r.mu.Unlock()
+	count := uint32(0)
+	if md.NumDelivered > 0 {
+		count = uint32(md.NumDelivered - 1)
+	}
+	return msg, count, true
+}
+
+// Pull implements queue.Remote (basic.get): one message if the stream has
+// one ready now.
+func (r *remoteQueue) Pull() (*core.Message, bool, uint32, any, bool) {
+	cons, err := r.consumer()
+	if err != nil {
+		r.s.log.Warn("shared queue not reachable in the cluster", "vhost", r.vhost, "queue", r.name, "err", err)
+		return nil, false, 0, nil, false
+	}
+	batch, err := cons.FetchNoWait(1)
+	if err != nil {
+		return nil, false, 0, nil, false
+	}
+	for m := range batch.Messages() {
+		if msg, count, ok := r.hold(m); ok {
+			// Drain the rest of the batch (there is none: it is one).
+			for range batch.Messages() {
+			}
+			return msg, count > 0, count, m, true
+		}
+	}
+	return nil, false, 0, nil, false
+}
+
+// Messages returns how many messages a shared queue's stream holds (ready
+// and unacknowledged, on every node).
+func (s *Queues) Messages(ctx context.Context, vhost, name string) (uint64, error) {
+	st, err := s.js.Stream(ctx, QueueStream(vhost, name))
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
