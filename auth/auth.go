@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -143,21 +144,24 @@ type compiledTopic struct {
 
 // Store holds users and permissions. It is safe for concurrent use.
 type Store struct {
-	o       Options
-	p       Persister
-	log     *slog.Logger
-	static  bool // every user may do anything on every vhost (NewStatic)
-	gen     atomic.Uint64
-	cacheK  []byte
-	mu      sync.RWMutex
-	users   map[string]*User
-	perms   map[[2]string]*compiledPerm  // (user, vhost)
-	topic   map[[3]string]*compiledTopic // (user, vhost, exchange)
-	known   map[string][32]byte          // user → HMAC of the last verified credentials
-	cmu     sync.Mutex
-	conns   int
-	perUser map[string]int
-	fails   failures
+	o        Options
+	p        Persister
+	log      *slog.Logger
+	static   bool // every user may do anything on every vhost (NewStatic)
+	gen      atomic.Uint64
+	cacheK   []byte
+	mu       sync.RWMutex
+	users    map[string]*User
+	perms    map[[2]string]*compiledPerm  // (user, vhost)
+	topic    map[[3]string]*compiledTopic // (user, vhost, exchange)
+	known    map[string][32]byte          // user → HMAC of the last verified credentials
+	vmu      sync.Mutex
+	inflight map[[32]byte]*verifyCall // password checks running, by credentials
+	hashSem  chan struct{}            // bounds concurrent hashing to one per CPU
+	cmu      sync.Mutex
+	conns    int
+	perUser  map[string]int
+	fails    failures
 }
 
 // Open loads the users and permissions p holds (p may be nil: nothing is
@@ -233,6 +237,7 @@ func newStore(o Options) *Store {
 	_, _ = rand.Read(k)
 	return &Store{o: o, log: o.Logger, cacheK: k, users: map[string]*User{}, perms: map[[2]string]*compiledPerm{},
 		topic: map[[3]string]*compiledTopic{}, known: map[string][32]byte{}, perUser: map[string]int{},
+		inflight: map[[32]byte]*verifyCall{}, hashSem: make(chan struct{}, runtime.NumCPU()),
 		fails: failures{m: map[string]*failWindow{}}}
 }
 
@@ -650,14 +655,7 @@ func (s *Store) login(user, pass string, remote net.Addr, slot bool) (*Principal
 	mac := s.mac(user, pass)
 	good := ok && hasKnown && hmac.Equal(mac[:], known[:])
 	if !good && ok {
-		good = verify(algo, hash, pass)
-		if good {
-			s.mu.Lock()
-			if s.gen.Load() == gen { // the user was not changed meanwhile
-				s.known[user] = mac
-			}
-			s.mu.Unlock()
-		}
+		good = s.verifyOnce(user, gen, mac, algo, hash, pass)
 	}
 	if !good {
 		s.failed(host, user, remote)
@@ -714,6 +712,43 @@ func (s *Store) admit(user string, remote net.Addr, how string, slot bool) (*Pri
 	s.cmu.Unlock()
 	s.log.Debug("login", "user", user, "remote", remote, "by", how)
 	return p, nil
+}
+
+// verifyOnce checks a password against its hash. Logins with the same
+// credentials that arrive while one check runs wait for its answer instead
+// of hashing again, and at most one hash per CPU runs at a time: argon2id
+// takes 19 MiB and tens of milliseconds, so a fleet reconnecting at once
+// (thousands of devices with one account) must not run thousands of them.
+func (s *Store) verifyOnce(user string, gen uint64, mac [32]byte, algo, hash, pass string) bool {
+	s.vmu.Lock()
+	if c, ok := s.inflight[mac]; ok {
+		s.vmu.Unlock()
+		<-c.done
+		return c.ok
+	}
+	c := &verifyCall{done: make(chan struct{})}
+	s.inflight[mac] = c
+	s.vmu.Unlock()
+	s.hashSem <- struct{}{}
+	c.ok = verify(algo, hash, pass)
+	<-s.hashSem
+	if c.ok {
+		s.mu.Lock()
+		if s.gen.Load() == gen { // the user was not changed meanwhile
+			s.known[user] = mac
+		}
+		s.mu.Unlock()
+	}
+	s.vmu.Lock()
+	delete(s.inflight, mac)
+	s.vmu.Unlock()
+	close(c.done)
+	return c.ok
+}
+
+type verifyCall struct {
+	done chan struct{}
+	ok   bool
 }
 
 func (s *Store) mac(user, pass string) [32]byte {

@@ -351,3 +351,36 @@ func TestConcurrentChecks(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestLoginStormHashesOnce: many logins with the same credentials at once
+// (a fleet reconnecting) run argon2id once, not once each.
+func TestLoginStormHashesOnce(t *testing.T) {
+	s := mustOpen(t, nil, Options{})
+	if err := s.PutUser("fleet", "pw", nil); err != nil {
+		t.Fatal(err)
+	}
+	before := hashes.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := s.Authenticate("fleet", "pw", remote)
+			if err == nil {
+				p.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := hashes.Load() - before; got != 1 {
+		t.Fatalf("%d argon2id computations for 64 identical logins, want 1", got)
+	}
+}
