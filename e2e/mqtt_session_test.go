@@ -97,3 +97,59 @@ func TestMQTTSessionsSurviveRestart(t *testing.T) {
 		t.Fatal("a restored session outlived its expiry")
 	}
 }
+
+// TestDelayedWillSurvivesRestart: a will waiting for its MQTT 5 delay when
+// the broker restarts is published at its time by the new process, and a
+// client that comes back in time cancels it for good.
+func TestDelayedWillSurvivesRestart(t *testing.T) {
+	br := Start(t)
+	expiry, delay := uint32(3600), uint32(3)
+	connect := func(id string) *paho.Client {
+		c, _, _ := br.MQTT5Connect(t, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+			WillMessage: &paho.WillMessage{Topic: "wills/" + id, QoS: 1, Payload: []byte(id + " gone")},
+			WillProperties: &paho.WillProperties{WillDelayInterval: &delay}})
+		return c
+	}
+	// Both drop their connections without DISCONNECT: their wills wait 3 s.
+	dropped := connect("dev-a")
+	back := connect("dev-b")
+	for _, c := range []*paho.Client{dropped, back} {
+		c.Disconnect(&paho.Disconnect{ReasonCode: 0x04}) // disconnect with will message
+	}
+	time.Sleep(300 * time.Millisecond) // the session records are written within 100 ms
+	start := time.Now()
+	br.Restart()
+	// dev-b returns before its delay: its will is cancelled.
+	br.MQTT5Connect(t, &paho.Connect{ClientID: "dev-b", CleanStart: false, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+
+	ch := br.AMQPChannel(t)
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q.Name, "wills.#", "amq.topic", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ch.Consume(q.Name, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-msgs:
+		if m.RoutingKey != "wills.dev-a" || string(m.Body) != "dev-a gone" {
+			t.Fatalf("will %s %q", m.RoutingKey, m.Body)
+		}
+		if waited := time.Since(start); waited < 2*time.Second {
+			t.Fatalf("the will came %v after the restart began, before its 3 s delay", waited)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the delayed will was lost in the restart")
+	}
+	select {
+	case m := <-msgs:
+		t.Fatalf("unexpected %s %q (dev-b came back in time)", m.RoutingKey, m.Body)
+	case <-time.After(4 * time.Second):
+	}
+}

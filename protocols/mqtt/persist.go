@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router/queue"
 )
 
@@ -142,6 +143,20 @@ type sessionRec struct {
 	Username []byte   `json:"username"`
 	Listener string   `json:"listener"`
 	Subs     []subRec `json:"subs"`
+	// Will is a will waiting for its delay (MQTT 5 Will Delay Interval)
+	// while the client is away: a restart publishes it at its time.
+	Will *willRec `json:"will,omitempty"`
+}
+
+// willRec is a delayed will: the message, who it is from, and when it is due.
+type willRec struct {
+	Topic   string              `json:"topic"`
+	QoS     byte                `json:"qos"`
+	Retain  bool                `json:"retain,omitempty"`
+	Payload []byte              `json:"payload"`
+	Props   *packets.Properties `json:"props,omitempty"`
+	User    string              `json:"user"`
+	Due     int64               `json:"due_unix_ms"`
 }
 
 type subRec struct {
@@ -165,6 +180,14 @@ func (ss *session) saveLocked() {
 	}
 	rec := sessionRec{Key: ss.key, ClientID: ss.clientID, VHost: ss.vhost.Name(), Version: ss.version,
 		Clean: ss.clean, Expiry: ss.expiry, ExpFlag: ss.expFlag, Username: ss.username, Listener: ss.listener}
+	if w := ss.will; w != nil {
+		r := &willRec{Topic: w.topic, QoS: w.qos, Retain: w.retain, Payload: w.payload, User: ss.willFrom.User, Due: ss.willDue.UnixMilli()}
+		if w.props != nil {
+			p := publishProperties(w.props)
+			r.Props = &p
+		}
+		rec.Will = r
+	}
 	for _, sub := range ss.subs {
 		o := sub.opts.Load()
 		r := subRec{Filter: sub.filter, Group: sub.group, Queue: sub.queue, Pattern: sub.pattern,
@@ -190,6 +213,12 @@ func (ss *session) saveLocked() {
 func (s *Server) restore() {
 	kv := s.opts.Store
 	used := map[[2]string]bool{}
+	var wills []func() // delayed wills to re-arm once every session is back
+	defer func() {
+		for _, f := range wills {
+			f()
+		}
+	}()
 	err := kv.ForEachRecord(bucketSessions, func(key string, val []byte) error {
 		var rec sessionRec
 		if err := json.Unmarshal(val, &rec); err != nil {
@@ -223,6 +252,13 @@ func (s *Server) restore() {
 			ss.subs[r.Filter] = sub
 		}
 		s.sessions[rec.Key] = ss
+		if w := rec.Will; w != nil {
+			in := &inbound{topic: w.Topic, payload: w.Payload, qos: w.QoS, retain: w.Retain, props: w.Props}
+			from := core.Origin{Protocol: core.ProtoMQTT, VHost: v.Name(), User: w.User}
+			wills = append(wills, func() {
+				ss.scheduleWill(in, from, time.Until(time.UnixMilli(w.Due)))
+			})
+		}
 		s.stored = append(s.stored, storage.Client{
 			ID: rec.Key, T: storage.ClientKey, Listener: rec.Listener, Username: rec.Username,
 			ProtocolVersion: rec.Version, Clean: rec.Clean,

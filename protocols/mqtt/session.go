@@ -35,6 +35,7 @@ type session struct {
 	will      *inbound                 // a will waiting for its delay
 	willFrom  core.Origin
 	willTimer *time.Timer
+	willDue   time.Time // when the waiting will is published
 
 	qmu  sync.Mutex // leaf lock
 	qos2 map[uint16]qos2State
@@ -408,14 +409,18 @@ func (ss *session) scheduleWill(w *inbound, from core.Origin, d time.Duration) {
 		return
 	}
 	ss.cancelWillLocked()
-	ss.will, ss.willFrom = w, from
-	ss.willTimer = time.AfterFunc(d, ss.fireWill)
+	ss.will, ss.willFrom, ss.willDue = w, from, time.Now().Add(d)
+	ss.willTimer = time.AfterFunc(max(d, 0), ss.fireWill)
+	ss.saveLocked() // a restart before d publishes it at its time
 }
 
 func (ss *session) fireWill() {
 	ss.mu.Lock()
 	w, from := ss.will, ss.willFrom
 	ss.will, ss.willTimer = nil, nil
+	if w != nil {
+		ss.saveLocked()
+	}
 	ss.mu.Unlock()
 	if w != nil {
 		ss.s.publishWill(ss.vhost, w, from)
