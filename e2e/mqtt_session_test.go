@@ -106,8 +106,8 @@ func TestDelayedWillSurvivesRestart(t *testing.T) {
 	expiry, delay := uint32(3600), uint32(3)
 	connect := func(id string) *paho.Client {
 		c, _, _ := br.MQTT5Connect(t, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-			WillMessage: &paho.WillMessage{Topic: "wills/" + id, QoS: 1, Payload: []byte(id + " gone")},
+			Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+			WillMessage:    &paho.WillMessage{Topic: "wills/" + id, QoS: 1, Payload: []byte(id + " gone")},
 			WillProperties: &paho.WillProperties{WillDelayInterval: &delay}})
 		return c
 	}
