@@ -454,8 +454,8 @@ func (s *Store) writer() {
 }
 
 // linger holds a batch back, under the always policy, until target
-// publishers wait on it or a quarter of the last fsync's time (at most
-// 1 ms) has passed. Publishers that wait for each confirm otherwise split
+// publishers wait on it or as long as the last fsync took (at most 1 ms)
+// has passed. Publishers that wait for each confirm otherwise split
 // into two groups taking turns (those that came during an fsync, and those
 // the fsync then confirmed), each fsync covering half of them; target is
 // the last batch's publishers plus those that were already waiting, so a
@@ -464,7 +464,7 @@ func (s *Store) linger(target int, lastFsync time.Duration) {
 	if s.opts.Fsync != FsyncAlways || s.closed || len(s.waiters) == 0 || len(s.waiters) >= target {
 		return
 	}
-	wait := min(lastFsync/4, time.Millisecond)
+	wait := min(lastFsync, time.Millisecond)
 	if wait <= 0 {
 		return
 	}
