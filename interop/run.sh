@@ -78,6 +78,7 @@ wait "$demo" 2>/dev/null || true
 # The compose file is checked by docker-compose itself (no engine needed).
 dpkg -s docker-compose >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
 check docker-compose-config docker-compose -f docker-compose.yml config -q
+check docker-compose-cluster-config docker-compose -f docker-compose.yml --profile cluster config -q
 
 echo "$pass passed, $fail failed"
 if [ "$fail" -gt 0 ]; then

@@ -152,3 +152,90 @@ func scrapeMetrics(t *testing.T) string {
 	http.DefaultClient.CloseIdleConnections()
 	return string(b)
 }
+
+// TestClusterManifest: the embedded-cluster StatefulSet runs three pods in
+// parallel with their node name from the pod name, routes resolve through
+// a headless Service published before readiness, and the ConfigMap's
+// configuration loads as embedded cluster mode with a route to every pod.
+func TestClusterManifest(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "..", "deploy", "kubernetes-cluster", "bourse.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	var cfgText string
+	var sts, peers bool
+	for {
+		var doc struct {
+			Kind     string                `yaml:"kind"`
+			Metadata struct{ Name string } `yaml:"metadata"`
+			Data     map[string]string     `yaml:"data"`
+			Spec     struct {
+				Replicas                 int    `yaml:"replicas"`
+				PodManagementPolicy      string `yaml:"podManagementPolicy"`
+				ServiceName              string `yaml:"serviceName"`
+				ClusterIP                string `yaml:"clusterIP"`
+				PublishNotReadyAddresses bool   `yaml:"publishNotReadyAddresses"`
+				Template                 struct {
+					Spec struct {
+						Containers []struct {
+							Env []struct {
+								Name      string `yaml:"name"`
+								ValueFrom struct {
+									FieldRef struct {
+										FieldPath string `yaml:"fieldPath"`
+									} `yaml:"fieldRef"`
+								} `yaml:"valueFrom"`
+							} `yaml:"env"`
+						} `yaml:"containers"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		switch doc.Kind {
+		case "ConfigMap":
+			cfgText = doc.Data["bourse.yaml"]
+		case "StatefulSet":
+			sts = true
+			if doc.Spec.Replicas != 3 || doc.Spec.PodManagementPolicy != "Parallel" || doc.Spec.ServiceName != "bourse-cluster-peers" {
+				t.Errorf("StatefulSet spec %+v", doc.Spec)
+			}
+			named := false
+			for _, e := range doc.Spec.Template.Spec.Containers[0].Env {
+				named = named || (e.Name == "BOURSE_CLUSTER_NODE_NAME" && e.ValueFrom.FieldRef.FieldPath == "metadata.name")
+			}
+			if !named {
+				t.Error("the node name does not come from the pod name")
+			}
+		case "Service":
+			if doc.Metadata.Name == "bourse-cluster-peers" {
+				peers = doc.Spec.ClusterIP == "None" && doc.Spec.PublishNotReadyAddresses
+			}
+		}
+	}
+	if !sts || !peers {
+		t.Fatalf("StatefulSet %v, headless peers Service published before readiness %v", sts, peers)
+	}
+	path := filepath.Join(t.TempDir(), "bourse.yaml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	config.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(fs, func() []string { return []string{"BOURSE_CLUSTER_NODE_NAME=bourse-cluster-0"} })
+	if err != nil {
+		t.Fatalf("the ConfigMap's configuration: %v", err)
+	}
+	if cfg.Cluster.Mode != "embedded" || len(cfg.Cluster.Routes) != 3 || cfg.Cluster.NodeName != "bourse-cluster-0" {
+		t.Fatalf("cluster config %+v", cfg.Cluster)
+	}
+}
