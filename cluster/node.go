@@ -48,6 +48,10 @@ type Options struct {
 	// Replicas of the topology bucket; 0 = 3 when the cluster has three
 	// nodes or more, else 1.
 	Replicas int
+	// MaxMessageBytes is the largest message body Bourse accepts: embedded
+	// mode raises the NATS payload limit (1 MiB by default) to carry it,
+	// up to NATS's 64 MiB ceiling.
+	MaxMessageBytes int
 	// Timeout bounds the start (JetStream ready, initial replay) [30s]
 	// and each topology change [10s].
 	StartTimeout, Timeout time.Duration
@@ -165,6 +169,19 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 // router.SharedQueues).
 func (n *Node) Queues() *Queues { return n.queues }
 
+// payloadOverhead is what a message's encoding (properties, headers)
+// adds to its body, at most, in a NATS payload: Bourse's header tables are
+// bounded by its frame size (128 KiB).
+const payloadOverhead = 192 << 10
+
+// MaxMessageBytes is the largest message body the cluster can carry (the
+// NATS payload limit minus room for properties and headers); the adapters'
+// limit is lowered to it, so a larger message is refused by each protocol
+// in its own way (AMQP 406, MQTT 0x95, STOMP ERROR) before it is routed.
+func (n *Node) MaxMessageBytes() int {
+	return int(n.data.MaxPayload()) - payloadOverhead
+}
+
 // Topology returns the replicated topology (a router.Replicator).
 func (n *Node) Topology() *Topology { return n.topo }
 
@@ -217,6 +234,10 @@ func startServer(o Options) (*server.Server, error) {
 		// with none configured it takes a free loopback port.
 		Host: "127.0.0.1",
 		Port: server.RANDOM_PORT,
+	}
+	if need := o.MaxMessageBytes + payloadOverhead; need > server.MAX_PAYLOAD_SIZE {
+		so.MaxPayload = int32(min(need, 64<<20)) // NATS's own ceiling
+		so.MaxPending = max(so.MaxPending, int64(so.MaxPayload)*2)
 	}
 	if o.Listen != "" {
 		host, port, err := splitHostPort(o.Listen)

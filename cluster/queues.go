@@ -86,6 +86,8 @@ type Queues struct {
 	mu     sync.Mutex
 	open   map[*remoteQueue]struct{}
 	closed bool
+	// maxPayload is the NATS server's payload limit.
+	maxPayload int
 }
 
 var _ router.SharedQueues = (*Queues)(nil)
@@ -97,7 +99,7 @@ func newQueues(nc *nats.Conn, replicas int, timeout time.Duration, log *slog.Log
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Queues{js: js, log: log, replicas: replicas, timeout: timeout, base: base, cancel: cancel,
-		open: map[*remoteQueue]struct{}{}}, nil
+		open: map[*remoteQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}, nil
 }
 
 // ensure creates the queue's stream and its consumer if they do not exist.
@@ -155,6 +157,12 @@ func (s *Queues) Publish(vhost string, m *core.Message, queues []string, done fu
 	payload, err := record.AppendMessage(nil, m)
 	if err != nil {
 		done(core.Wrap(core.ResourceError, err, "encode message for the cluster"))
+		return
+	}
+	if len(payload) > s.maxPayload {
+		// The adapters refuse bodies above Node.MaxMessageBytes first; this
+		// catches huge header tables.
+		done(core.Errorf(core.ResourceError, "message of %d bytes (encoded) above the cluster's payload limit of %d", len(payload), s.maxPayload))
 		return
 	}
 	var idb [16]byte

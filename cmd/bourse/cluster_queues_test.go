@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -331,4 +332,65 @@ func TestClusterDurableQueueOverSTOMP(t *testing.T) {
 	_ = b.Disconnect()
 	_ = a.Disconnect()
 	stop()
+}
+
+// TestClusterLargeMessage: embedded mode raises the NATS payload limit
+// (1 MiB by default) to Bourse's largest message, so a 3 MiB message on a
+// shared queue crosses nodes; one above the limit is refused by AMQP itself.
+func TestClusterLargeMessage(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	nodes, stop := startServeCluster(t)
+	defer stop()
+	ca, err := amqp.Dial("amqp://guest:guest@" + nodes[0]["amqp"] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	cb, err := amqp.Dial("amqp://guest:guest@" + nodes[1]["amqp"] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	pub, _ := ca.Channel()
+	if _, err := pub.QueueDeclare("big", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef"), 3<<20/16)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pub.PublishWithDeferredConfirmWithContext(ctx, "", "big", false, false, amqp.Publishing{DeliveryMode: 2, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.WaitContext(ctx); err != nil || !ok {
+		t.Fatalf("3 MiB message not confirmed: %v %v", ok, err)
+	}
+	sub, _ := cb.Channel()
+	msgs, err := sub.Consume("big", "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-msgs:
+		if !bytes.Equal(m.Body, body) {
+			t.Fatalf("got %d bytes", len(m.Body))
+		}
+	case <-ctx.Done():
+		t.Fatal("the 3 MiB message did not reach node B")
+	}
+	// Above max_message_bytes (16 MiB): AMQP's own refusal, nothing routed.
+	huge := make([]byte, 17<<20)
+	closed := pub.NotifyClose(make(chan *amqp.Error, 1))
+	_ = pub.PublishWithContext(ctx, "", "big", false, false, amqp.Publishing{Body: huge})
+	select {
+	case e := <-closed:
+		if e == nil || e.Code != amqp.PreconditionFailed {
+			t.Fatalf("oversized message: %v", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("an oversized message was not refused")
+	}
 }

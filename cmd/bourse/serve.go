@@ -139,6 +139,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		}
 		// Closed after the listeners have shut down.
 		defer node.Close()
+		if max := node.MaxMessageBytes(); max < cfg.Limits.MaxMessageBytes {
+			log.Warn("cluster: the NATS payload limit lowers the largest message accepted", "max_message_bytes", max,
+				"configured", cfg.Limits.MaxMessageBytes)
+			cfg.Limits.MaxMessageBytes = max
+		}
 	}
 	ropts := router.Options{Logger: log, Meta: ms, Messages: journal, Streams: wiring.StreamStore(streams),
 		QueueMemoryBytes: cfg.Storage.QueueMemoryBytes,
@@ -571,6 +576,7 @@ func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
 		Mode: c.Mode, URLs: c.NATSURLs, CredentialsFile: c.CredentialsFile, User: c.User, Password: c.Password, Token: c.Token,
 		ClusterName: c.Name, NodeName: c.NodeName, Listen: c.Listen, RouteListen: c.RouteListen, Routes: c.Routes,
 		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), Logger: log.With("component", "cluster"),
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 	}
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(cfg.DataDir, "cluster")
