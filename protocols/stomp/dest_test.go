@@ -398,9 +398,7 @@ func TestDurableTopicSubscription(t *testing.T) {
 	if cfg, err := e.vhost().Queue(name, 0); err != nil || !cfg.Durable() {
 		t.Fatalf("durable subscription queue: %v", err)
 	}
-	if err := sub.Unsubscribe(gostomp.SubscribeOpt.Header("durable", "true")); err != nil {
-		t.Fatal(err)
-	}
+	unsubscribe(t, sub, gostomp.SubscribeOpt.Header("durable", "true"))
 	waitFor(t, "the durable queue to be deleted", func() bool {
 		_, err := e.vhost().Queue(name, 0)
 		return errors.Is(err, core.ErrNotFound)

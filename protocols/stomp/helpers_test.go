@@ -118,9 +118,9 @@ func (e *env) client(opts ...func(*gostomp.Conn) error) *gostomp.Conn {
 // channel is closed only when the RECEIPT was processed, so a timeout with
 // a closed channel is a success; a timeout with an open one is a real
 // missing receipt.
-func unsubscribe(t *testing.T, s *gostomp.Subscription) {
+func unsubscribe(t *testing.T, s *gostomp.Subscription, opts ...func(*frame.Frame) error) {
 	t.Helper()
-	err := s.Unsubscribe()
+	err := s.Unsubscribe(opts...)
 	if err == nil {
 		return
 	}
