@@ -336,38 +336,14 @@ func (s *Store) DeleteUser(name string) error {
 	if _, ok := s.users[name]; !ok {
 		return core.Errorf(core.NotFound, "no user '%s'", name)
 	}
-	var pk, tk []string
-	for k := range s.perms {
-		if k[0] == name {
-			pk = append(pk, permKey(k[0], k[1]))
-		}
-	}
-	for k := range s.topic {
-		if k[0] == name {
-			tk = append(tk, topicKey(k[0], k[1], k[2]))
-		}
-	}
 	if err := s.persist(bucketUsers, nil, []string{name}); err != nil {
 		return err
 	}
-	if err := s.persist(bucketPerms, nil, pk); err != nil {
-		return err
-	}
-	if err := s.persist(bucketTopic, nil, tk); err != nil {
+	if _, err := s.dropLocked(func(user, _, _ string) bool { return user == name }, true); err != nil {
 		return err
 	}
 	delete(s.users, name)
 	delete(s.known, name)
-	for k := range s.perms {
-		if k[0] == name {
-			delete(s.perms, k)
-		}
-	}
-	for k := range s.topic {
-		if k[0] == name {
-			delete(s.topic, k)
-		}
-	}
 	s.gen.Add(1)
 	return nil
 }
@@ -503,22 +479,14 @@ func (s *Store) SetTopicPermissions(p TopicPermission) error {
 func (s *Store) ClearTopicPermissions(user, vhost, exchange string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var del []string
-	for k := range s.topic {
-		if k[0] == user && k[1] == vhost && (exchange == "" || k[2] == exchange) {
-			del = append(del, topicKey(k[0], k[1], k[2]))
-		}
-	}
-	if len(del) == 0 {
-		return core.Errorf(core.NotFound, "no topic permissions for user '%s' in vhost '%s'", user, vhost)
-	}
-	if err := s.persist(bucketTopic, nil, del); err != nil {
+	n, err := s.dropLocked(func(u, v, x string) bool {
+		return u == user && v == vhost && (exchange == "" || x == exchange)
+	}, false)
+	if err != nil {
 		return err
 	}
-	for k := range s.topic {
-		if k[0] == user && k[1] == vhost && (exchange == "" || k[2] == exchange) {
-			delete(s.topic, k)
-		}
+	if n == 0 {
+		return core.Errorf(core.NotFound, "no topic permissions for user '%s' in vhost '%s'", user, vhost)
 	}
 	s.gen.Add(1)
 	return nil
@@ -544,35 +512,47 @@ func (s *Store) TopicPermissions() []TopicPermission {
 func (s *Store) VHostDeleted(vhost string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, err := s.dropLocked(func(_, v, _ string) bool { return v == vhost }, true); err != nil {
+		return err
+	}
+	s.gen.Add(1)
+	return nil
+}
+
+// dropLocked removes the topic permissions, and with perms the vhost
+// permissions, whose (user, vhost, exchange) match (exchange is "" for a
+// vhost permission), on disk first; it reports how many entries went.
+func (s *Store) dropLocked(match func(user, vhost, exchange string) bool, perms bool) (int, error) {
 	var pk, tk []string
-	for k := range s.perms {
-		if k[1] == vhost {
-			pk = append(pk, permKey(k[0], k[1]))
+	if perms {
+		for k := range s.perms {
+			if match(k[0], k[1], "") {
+				pk = append(pk, permKey(k[0], k[1]))
+			}
 		}
 	}
 	for k := range s.topic {
-		if k[1] == vhost {
+		if match(k[0], k[1], k[2]) {
 			tk = append(tk, topicKey(k[0], k[1], k[2]))
 		}
 	}
 	if err := s.persist(bucketPerms, nil, pk); err != nil {
-		return err
+		return 0, err
 	}
 	if err := s.persist(bucketTopic, nil, tk); err != nil {
-		return err
+		return 0, err
 	}
 	for k := range s.perms {
-		if k[1] == vhost {
+		if perms && match(k[0], k[1], "") {
 			delete(s.perms, k)
 		}
 	}
 	for k := range s.topic {
-		if k[1] == vhost {
+		if match(k[0], k[1], k[2]) {
 			delete(s.topic, k)
 		}
 	}
-	s.gen.Add(1)
-	return nil
+	return len(pk) + len(tk), nil
 }
 
 func (s *Store) persist(bucket string, puts map[string][]byte, dels []string) error {
