@@ -6,14 +6,13 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
+	"github.com/bourse-mq/bourse/internal/testkit"
 	"github.com/bourse-mq/bourse/protocols/amqp/wire"
 )
 
@@ -97,8 +96,8 @@ func TestHostileAMQP(t *testing.T) {
 				t.Errorf("the answer took %v", d)
 			}
 			_ = r.nc.Close()
-			good.verifyNoLeak(t, base)
-			good.check(t)
+			good.VerifyNoLeak(t, base)
+			good.Check(t)
 		})
 	}
 }
@@ -432,17 +431,9 @@ func hostileAMQPCases(t testing.TB) []hostileCase {
 	}
 }
 
-// goodClient is the well-behaved amqp091-go client that publishes and
-// consumes throughout the hostile corpus.
-type goodClient struct {
-	mu     sync.Mutex // held for each round trip; verifyNoLeak holds it to pause the pump
-	rounds atomic.Int64
-	err    atomic.Pointer[error]
-	stop   chan struct{}
-	done   chan struct{}
-}
-
-func startGoodClient(t *testing.T, e *env) *goodClient {
+// startGoodClient starts the well-behaved amqp091-go client that publishes
+// and receives throughout the hostile corpus.
+func startGoodClient(t *testing.T, e *env) *testkit.Live {
 	t.Helper()
 	conn := e.dial(t)
 	ch, err := conn.Channel()
@@ -451,76 +442,19 @@ func startGoodClient(t *testing.T, e *env) *goodClient {
 	must(t, err)
 	msgs, err := ch.Consume(q.Name, "", true, true, false, false, nil)
 	must(t, err)
-	g := &goodClient{stop: make(chan struct{}), done: make(chan struct{})}
-	go g.pump(ch, q.Name, msgs)
-	t.Cleanup(func() {
-		close(g.stop)
-		<-g.done
-	})
-	g.check(t)
-	return g
-}
-
-func (g *goodClient) fail(err error) {
-	g.err.CompareAndSwap(nil, &err)
-}
-
-// pump publishes a numbered message and waits for it, again and again.
-func (g *goodClient) pump(ch *amqp091.Channel, queue string, msgs <-chan amqp091.Delivery) {
-	defer close(g.done)
-	for i := 0; ; i++ {
-		select {
-		case <-g.stop:
-			return
-		case <-time.After(2 * time.Millisecond):
-		}
-		g.mu.Lock()
+	return testkit.StartLive(t, func(i int) error {
 		body := fmt.Sprint(i)
-		if err := ch.Publish("", queue, false, false, amqp091.Publishing{Body: []byte(body)}); err != nil {
-			g.mu.Unlock()
-			g.fail(fmt.Errorf("publish: %w", err))
-			return
+		if err := ch.Publish("", q.Name, false, false, amqp091.Publishing{Body: []byte(body)}); err != nil {
+			return fmt.Errorf("publish: %w", err)
 		}
 		select {
 		case d, ok := <-msgs:
 			if !ok || string(d.Body) != body {
-				g.mu.Unlock()
-				g.fail(fmt.Errorf("round %d: got %q (open %v)", i, d.Body, ok))
-				return
+				return fmt.Errorf("round %d: got %q (open %v)", i, d.Body, ok)
 			}
 		case <-time.After(5 * time.Second):
-			g.mu.Unlock()
-			g.fail(fmt.Errorf("round %d: no delivery within 5s", i))
-			return
+			return fmt.Errorf("round %d: no delivery within 5s", i)
 		}
-		g.rounds.Add(1)
-		g.mu.Unlock()
-	}
-}
-
-// check fails unless the good client completes two more round trips.
-func (g *goodClient) check(t *testing.T) {
-	t.Helper()
-	want := g.rounds.Load() + 2
-	deadline := time.Now().Add(5 * time.Second)
-	for g.rounds.Load() < want {
-		if p := g.err.Load(); p != nil {
-			t.Fatalf("good client: %v", *p)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("good client stalled")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// verifyNoLeak pauses the good client and checks that every goroutine
-// started since base has ended.
-func (g *goodClient) verifyNoLeak(t *testing.T, base goleak.Option) {
-	t.Helper()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := goleak.Find(base); err != nil {
-		t.Fatalf("goroutines left behind: %v", err)
-	}
+		return nil
+	})
 }

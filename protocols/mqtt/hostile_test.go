@@ -8,14 +8,14 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
+
+	"github.com/bourse-mq/bourse/internal/testkit"
 )
 
 // The hostile corpus: malformed packets sent over real sockets, in MQTT
@@ -78,8 +78,8 @@ func TestHostileMQTT(t *testing.T) {
 				t.Errorf("the answer took %v", d)
 			}
 			_ = rc.nc.Close()
-			good.verifyNoLeak(t, base)
-			good.check(t)
+			good.VerifyNoLeak(t, base)
+			good.Check(t)
 		})
 	}
 }
@@ -316,89 +316,30 @@ func hostileMQTTCases() []mqttCase {
 	return cs
 }
 
-// goodMQTT is the well-behaved paho client that publishes and receives
-// throughout the hostile corpus.
-type goodMQTT struct {
-	mu     sync.Mutex // held for each round trip; verifyNoLeak holds it to pause the pump
-	rounds atomic.Int64
-	err    atomic.Pointer[error]
-	stop   chan struct{}
-	done   chan struct{}
-}
-
-func startGoodMQTT(t *testing.T, addr string) *goodMQTT {
+// startGoodMQTT starts the well-behaved paho client that publishes and
+// receives throughout the hostile corpus.
+func startGoodMQTT(t *testing.T, addr string) *testkit.Live {
 	t.Helper()
 	vc := dialV5(t, addr, "hostile-good", nil)
 	vc.subscribe(paho.SubscribeOptions{Topic: "hostile/good", QoS: 1})
-	g := &goodMQTT{stop: make(chan struct{}), done: make(chan struct{})}
-	go g.pump(vc)
-	t.Cleanup(func() {
-		close(g.stop)
-		<-g.done
-	})
-	g.check(t)
-	return g
-}
-
-func (g *goodMQTT) fail(err error) { g.err.CompareAndSwap(nil, &err) }
-
-func (g *goodMQTT) pump(vc *v5client) {
-	defer close(g.done)
-	for i := 0; ; i++ {
-		select {
-		case <-g.stop:
-			return
-		case <-time.After(2 * time.Millisecond):
-		}
-		g.mu.Lock()
+	return testkit.StartLive(t, func(i int) error {
 		body := fmt.Sprint(i)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := vc.c.Publish(ctx, &paho.Publish{Topic: "hostile/good", QoS: 1, Payload: []byte(body)})
 		cancel()
 		if err != nil {
-			g.mu.Unlock()
-			g.fail(fmt.Errorf("publish: %w", err))
-			return
+			return fmt.Errorf("publish: %w", err)
 		}
 		select {
 		case m := <-vc.msgs:
 			if string(m.Payload) != body {
-				g.mu.Unlock()
-				g.fail(fmt.Errorf("round %d: got %q", i, m.Payload))
-				return
+				return fmt.Errorf("round %d: got %q", i, m.Payload)
 			}
 		case <-time.After(5 * time.Second):
-			g.mu.Unlock()
-			g.fail(fmt.Errorf("round %d: no message within 5s", i))
-			return
+			return fmt.Errorf("round %d: no message within 5s", i)
 		}
-		g.rounds.Add(1)
-		g.mu.Unlock()
-	}
-}
-
-func (g *goodMQTT) check(t *testing.T) {
-	t.Helper()
-	want := g.rounds.Load() + 2
-	deadline := time.Now().Add(5 * time.Second)
-	for g.rounds.Load() < want {
-		if p := g.err.Load(); p != nil {
-			t.Fatalf("good client: %v", *p)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("good client stalled")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func (g *goodMQTT) verifyNoLeak(t *testing.T, base goleak.Option) {
-	t.Helper()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := goleak.Find(base); err != nil {
-		t.Fatalf("goroutines left behind: %v", err)
-	}
+		return nil
+	})
 }
 
 // TestTopicAliasAfterHostileChecks: the check for unknown topic aliases

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/internal/testkit"
 	"github.com/bourse-mq/bourse/router"
 )
 
@@ -56,8 +55,8 @@ func TestHostileSTOMP(t *testing.T) {
 				t.Errorf("the ERROR took %v", d)
 			}
 			_ = r.nc.Close()
-			good.verifyNoLeak(t, base)
-			good.check(t)
+			good.VerifyNoLeak(t, base)
+			good.Check(t)
 		})
 	}
 	// Nothing a hostile frame named was created.
@@ -135,89 +134,30 @@ func hostileSTOMPCases() []stompCase {
 	}
 }
 
-// goodSTOMP is the well-behaved go-stomp client that sends and receives
-// throughout the hostile corpus.
-type goodSTOMP struct {
-	mu     sync.Mutex // held for each round trip; verifyNoLeak holds it to pause the pump
-	rounds atomic.Int64
-	err    atomic.Pointer[error]
-	stop   chan struct{}
-	done   chan struct{}
-}
-
-func startGoodSTOMP(t *testing.T, e *env) *goodSTOMP {
+// startGoodSTOMP starts the well-behaved go-stomp client that sends and
+// receives throughout the hostile corpus.
+func startGoodSTOMP(t *testing.T, e *env) *testkit.Live {
 	t.Helper()
 	c := e.client()
 	sub, err := c.Subscribe("/queue/hostile-good", gostomp.AckAuto)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &goodSTOMP{stop: make(chan struct{}), done: make(chan struct{})}
-	go g.pump(c, sub)
-	t.Cleanup(func() {
-		close(g.stop)
-		<-g.done
-	})
-	g.check(t)
-	return g
-}
-
-func (g *goodSTOMP) fail(err error) { g.err.CompareAndSwap(nil, &err) }
-
-func (g *goodSTOMP) pump(c *gostomp.Conn, sub *gostomp.Subscription) {
-	defer close(g.done)
-	for i := 0; ; i++ {
-		select {
-		case <-g.stop:
-			return
-		case <-time.After(2 * time.Millisecond):
-		}
-		g.mu.Lock()
+	return testkit.StartLive(t, func(i int) error {
 		body := fmt.Sprint(i)
 		if err := c.Send("/queue/hostile-good", "text/plain", []byte(body)); err != nil {
-			g.mu.Unlock()
-			g.fail(fmt.Errorf("send: %w", err))
-			return
+			return fmt.Errorf("send: %w", err)
 		}
 		select {
 		case m, ok := <-sub.C:
 			if !ok || m.Err != nil || string(m.Body) != body {
-				g.mu.Unlock()
-				g.fail(fmt.Errorf("round %d: got %v (open %v)", i, m, ok))
-				return
+				return fmt.Errorf("round %d: got %v (open %v)", i, m, ok)
 			}
 		case <-time.After(5 * time.Second):
-			g.mu.Unlock()
-			g.fail(fmt.Errorf("round %d: no MESSAGE within 5s", i))
-			return
+			return fmt.Errorf("round %d: no message within 5s", i)
 		}
-		g.rounds.Add(1)
-		g.mu.Unlock()
-	}
-}
-
-func (g *goodSTOMP) check(t *testing.T) {
-	t.Helper()
-	want := g.rounds.Load() + 2
-	deadline := time.Now().Add(5 * time.Second)
-	for g.rounds.Load() < want {
-		if p := g.err.Load(); p != nil {
-			t.Fatalf("good client: %v", *p)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("good client stalled")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func (g *goodSTOMP) verifyNoLeak(t *testing.T, base goleak.Option) {
-	t.Helper()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := goleak.Find(base); err != nil {
-		t.Fatalf("goroutines left behind: %v", err)
-	}
+		return nil
+	})
 }
 
 // TestHostileSTOMPHeaderInjection: what a hostile header carries never
