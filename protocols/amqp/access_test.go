@@ -10,6 +10,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/bourse-mq/bourse/auth"
+	"github.com/bourse-mq/bourse/internal/testkit"
 )
 
 // authStore is a real user store: "app" may configure app.*, write to
@@ -17,18 +18,8 @@ import (
 // "/"; topic permissions restrict "app" on amq.topic.
 func authStore(t *testing.T) *auth.Store {
 	t.Helper()
-	s, err := auth.Open(nil, auth.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(s.PutUser("guest", "guest", []string{"administrator"}))
-	must(s.SetPermissions(auth.Permission{User: "guest", VHost: "/", Configure: ".*", Write: ".*", Read: ".*"}))
+	s := testkit.Users(t)
+	must := func(err error) { t.Helper(); testkit.Must(t, err) }
 	must(s.PutUser("app", "pw", nil))
 	must(s.SetPermissions(auth.Permission{User: "app", VHost: "/", Configure: `^app\.`, Write: `^(app\..*|amq\.default|amq\.topic)$`, Read: `^(app\..*|amq\.topic)$`}))
 	must(s.SetTopicPermissions(auth.TopicPermission{User: "app", VHost: "/", Exchange: "amq.topic", Write: `^sensors\.`, Read: `^sensors\.`}))

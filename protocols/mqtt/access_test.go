@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/bourse-mq/bourse/auth"
+	"github.com/bourse-mq/bourse/internal/testkit"
 )
 
 // mqttAuth: "dev" may publish devices/<client id>/… and subscribe to
@@ -16,18 +17,8 @@ import (
 // amq.topic but not write it.
 func mqttAuth(t *testing.T) *auth.Store {
 	t.Helper()
-	s, err := auth.Open(nil, auth.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(s.PutUser("guest", "guest", []string{"administrator"}))
-	must(s.SetPermissions(auth.Permission{User: "guest", VHost: "/", Configure: ".*", Write: ".*", Read: ".*"}))
+	s := testkit.Users(t)
+	must := func(err error) { t.Helper(); testkit.Must(t, err) }
 	must(s.PutUser("dev", "pw", nil))
 	must(s.SetPermissions(auth.Permission{User: "dev", VHost: "/", Configure: ".*", Write: ".*", Read: ".*"}))
 	must(s.SetTopicPermissions(auth.TopicPermission{User: "dev", VHost: "/", Exchange: "amq.topic",

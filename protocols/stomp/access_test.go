@@ -5,22 +5,13 @@ import (
 	"testing"
 
 	"github.com/bourse-mq/bourse/auth"
+	"github.com/bourse-mq/bourse/internal/testkit"
 )
 
 func stompAuth(t *testing.T) *auth.Store {
 	t.Helper()
-	s, err := auth.Open(nil, auth.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(s.PutUser("guest", "guest", []string{"administrator"}))
-	must(s.SetPermissions(auth.Permission{User: "guest", VHost: "/", Configure: ".*", Write: ".*", Read: ".*"}))
+	s := testkit.Users(t)
+	must := func(err error) { t.Helper(); testkit.Must(t, err) }
 	// web may use queues web.*, publish to amq.topic with keys news.*, and
 	// subscribe to topics (its subscription queues are stomp-subscription-*).
 	must(s.PutUser("web", "pw", nil))
