@@ -574,12 +574,19 @@ type Principal struct {
 	once   sync.Once
 	cmu    sync.Mutex
 	gen    uint64
-	cache  map[string]error
+	cache  map[checkKey]error
 	topics map[string]*regexp.Regexp
 }
 
 // HasTag reports whether the user had tag t when they logged in.
 func (p *Principal) HasTag(t string) bool { return slices.Contains(p.Tags, t) }
+
+// checkKey identifies one answer of Check in a principal's cache.
+type checkKey struct {
+	vhost, name string
+	op          Op
+	r           Resource
+}
 
 // Close releases the principal's connection slot; it is idempotent.
 func (p *Principal) Close() {
@@ -781,10 +788,10 @@ func (p *Principal) Check(vhost string, r Resource, name string, op Op) error {
 	if r == Exchange && name == "" {
 		name = "amq.default"
 	}
-	key := vhost + "\x00" + name + "\x00" + string(rune('0'+op)) + string(rune('0'+r))
+	key := checkKey{vhost, name, op, r} // no allocation per check
 	p.cmu.Lock()
 	if g := p.s.gen.Load(); g != p.gen || len(p.cache) > 512 {
-		p.gen, p.cache = g, map[string]error{}
+		p.gen, p.cache = g, map[checkKey]error{}
 	}
 	err, hit := p.cache[key]
 	p.cmu.Unlock()
