@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -134,7 +135,7 @@ func TestTLSListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	msgs := make(chan *paho.Publish, 1)
-	mc := paho.NewClient(paho.ClientConfig{Conn: nc, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+	mc := paho.NewClient(paho.ClientConfig{Conn: &lockedConn{Conn: nc}, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) { msgs <- pr.Packet; return true, nil }}})
 	ctx := context.Background()
 	if ca, err := mc.Connect(ctx, &paho.Connect{ClientID: "tls", CleanStart: true, KeepAlive: 30,
@@ -268,7 +269,7 @@ func TestCertificateLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc := paho.NewClient(paho.ClientConfig{Conn: nc})
+	mc := paho.NewClient(paho.ClientConfig{Conn: &lockedConn{Conn: nc}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if ca, err := mc.Connect(ctx, &paho.Connect{ClientID: "dev7", CleanStart: true, KeepAlive: 30}); err != nil || ca.ReasonCode != 0 {
@@ -305,4 +306,15 @@ func TestCertificateLogin(t *testing.T) {
 	if _, err := amqp.DialTLS_ExternalAuth("amqps://"+br.Addrs["amqps"]+"/", stranger); !errors.As(err, &ae) || ae.Code != amqp.AccessRefused {
 		t.Fatalf("unknown certificate user: %v", err)
 	}
+}
+
+// lockedConn lets paho.golang write each packet whole over TLS. paho
+// writes a packet as net.Buffers: one writev on a TCP socket, but one Write
+// per piece on a tls.Conn, so its pinger (which sends its first PINGREQ at
+// once, from its own goroutine) could land in the middle of a SUBSCRIBE,
+// which the broker then rightly refuses as malformed. paho takes the lock
+// of a connection that is a sync.Locker around each packet.
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
 }
