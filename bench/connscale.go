@@ -15,10 +15,20 @@ import (
 
 // connScale opens n idle connections of protocol proto ("mqtt", "amqp"
 // or "stomp") and reports the broker's resident memory per connection:
-// VmRSS after a settle pause minus VmRSS before. MQTT and STOMP use a raw
+// VmRSS after a settle pause minus VmRSS before (after a first
+// connection). MQTT and STOMP use a raw
 // CONNECT exchange (one socket, no client goroutines); AMQP uses amqp091-go.
 func connScale(proto string) func(*runCtx) error {
 	return func(rc *runCtx) error {
+		// One connection first, outside the count, so that one-time costs
+		// (a broker's first login hashes the password: argon2id takes 19
+		// MiB, which the Go runtime returns to the system only slowly) are
+		// not charged to the connections.
+		warm, err := idleConn(rc.b, proto, rc.n)
+		if err != nil {
+			return fmt.Errorf("warm-up connection: %w", err)
+		}
+		defer warm.Close()
 		time.Sleep(time.Second)
 		rc.rssBefore = rssKiB(rc.pid)
 		closers := make([]io.Closer, rc.n)

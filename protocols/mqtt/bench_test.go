@@ -224,14 +224,20 @@ func TestIdleConnectionMemory(t *testing.T) {
 	rss := float64(rss1-rss0) / float64(n)
 	t.Logf("%d idle MQTT 5 connections: per connection %.0f B heap + %.0f B stacks = %.1f KiB Go memory; %.1f goroutines; %.1f KiB RSS (both ends, race=%v)",
 		n, heap, stack, (heap+stack)/1024, float64(g1-g0)/float64(n), rss/1024, raceEnabled)
-	if !raceEnabled && heap+stack > 32<<10 {
+	// The goal is 16 KiB of RSS per connection; the Go memory of one is
+	// 9 KiB (4 KiB of reader stack, no writer goroutine, no read buffer).
+	if !raceEnabled && heap+stack > 16<<10 {
 		t.Errorf("idle connections cost %.1f KiB each", (heap+stack)/1024)
 	}
 }
 
+// memSnapshot collects garbage a few times first: each collection halves
+// the stacks of idle goroutines that use under a quarter of theirs, as a
+// running broker's collections do over time.
 func memSnapshot() (runtime.MemStats, int64, int) {
-	runtime.GC()
-	runtime.GC()
+	for range 5 {
+		runtime.GC()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms, vmRSS(), runtime.NumGoroutine()

@@ -55,6 +55,11 @@ type conn struct {
 	// goroutine only).
 	established bool
 	killCode    atomic.Pointer[packets.Code] // why kill closed the connection
+	// takenOver is set when another connection took the client id over
+	// (attach/inherit): mochi's client list and index are the new one's.
+	takenOver atomic.Bool
+	// mochiWriter is set once mochi's writer goroutine runs ($SYS).
+	mochiWriter atomic.Bool
 
 	// Write side. wmu is a leaf lock: it is taken inside mochi's client lock
 	// (WritePacket → pipe.Write).
@@ -71,6 +76,12 @@ type conn struct {
 	drain    bool      // read the socket dry before closing it (after an error DISCONNECT)
 
 	sentDisconnect atomic.Bool
+
+	// Read buffering (pipe.Read; reader goroutine only).
+	rbuf  *[]byte // pooled, while receiving
+	rpos  int     // next unread byte in rbuf
+	rend  int     // end of the data in rbuf
+	rpool bool    // the next read from the socket uses a pooled buffer
 
 	// Delivery state. Lock order: session.mu → queue locks → c.mu →
 	// mochi's client lock → wmu. Nothing calls into the router while
@@ -163,6 +174,15 @@ func connOf(cl *mochi.Client) *conn {
 	return nil
 }
 
+// Read is called by mochi's bufio.Reader, which is tiny (mochiReadBuffer),
+// on the reader goroutine only. The buffering is here: a connection that is
+// receiving reads up to readBufferSize bytes at a time into a pooled buffer,
+// while one that waits for its next packet after a small one waits with no
+// buffer at all, reading straight into mochi's. A read that fills mochi's
+// buffer suggests more is coming, so the next read uses a pooled buffer;
+// one of those that brings little suggests the client went quiet. Errors
+// of net.Conn reads are sticky, so one that comes with data is returned by
+// the next read.
 func (p *pipe) Read(b []byte) (int, error) {
 	c := p.c
 	c.wmu.Lock()
@@ -171,7 +191,42 @@ func (p *pipe) Read(b []byte) (int, error) {
 	if closed {
 		return 0, net.ErrClosed
 	}
-	return c.raw.Read(b)
+	if c.rpos < c.rend {
+		n := copy(b, (*c.rbuf)[c.rpos:c.rend])
+		c.rpos += n
+		return n, nil
+	}
+	c.releaseReadBuffer()
+	if !c.rpool || len(b) >= readBufferSize {
+		n, err := c.raw.Read(b)
+		c.rpool = n == len(b) && n > 0
+		return n, err
+	}
+	c.rbuf = readBuffers.Get().(*[]byte)
+	n, err := c.raw.Read(*c.rbuf)
+	c.rpool = n >= 256
+	if n <= 0 {
+		c.releaseReadBuffer()
+		return 0, err
+	}
+	c.rend = n
+	c.rpos = copy(b, (*c.rbuf)[:n])
+	return c.rpos, nil
+}
+
+// readBuffers are the read buffers of connections that are receiving.
+var readBuffers = sync.Pool{New: func() any {
+	b := make([]byte, readBufferSize)
+	return &b
+}}
+
+// releaseReadBuffer returns the read buffer, if any, to the pool (reader
+// goroutine).
+func (c *conn) releaseReadBuffer() {
+	if c.rbuf != nil {
+		readBuffers.Put(c.rbuf)
+		c.rbuf, c.rpos, c.rend = nil, 0, 0
+	}
 }
 
 func (p *pipe) Write(b []byte) (int, error) {
@@ -272,6 +327,7 @@ func (c *conn) finish() {
 		c.principal.Close()
 	}
 	c.closeRead()
+	c.releaseReadBuffer()
 	c.wmu.Lock()
 	c.finished = true
 	for c.writing {

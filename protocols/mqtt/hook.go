@@ -239,7 +239,9 @@ func (h *bridge) OnSubscribed(cl *mochi.Client, pk packets.Packet, reasonCodes [
 		group, inner := splitShared(f.Filter)
 		wantRetained := group == "" && (req.rh[i] == 0 || req.rh[i] == 1 && !req.existed[i])
 		if isSysFilter(inner) {
-			// mochi serves $SYS itself, live from its topic index.
+			// mochi serves $SYS itself, live from its topic index,
+			// through its outbound channel.
+			c.startMochiWriter(cl)
 			if wantRetained {
 				req.add(h.s.mochi.Topics.Messages(f.Filter), newSubOpts(f, inner))
 			}

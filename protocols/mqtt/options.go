@@ -120,8 +120,12 @@ const (
 	// queue; mochi's channel only carries $SYS updates, so 32 slots
 	// (256 bytes) are plenty.
 	mochiWritesPending = 32
-	// mochiReadBuffer is mochi's per-client bufio.Reader size.
-	mochiReadBuffer = 2048
+	// mochiReadBuffer is mochi's per-client bufio.Reader size, the least
+	// bufio allows: the connection buffers its reads itself (pipe.Read),
+	// in a buffer it holds only while data is arriving.
+	mochiReadBuffer = 16
+	// readBufferSize is the size of the pooled read buffers (pipe.Read).
+	readBufferSize = 4096
 )
 
 func (o *Options) setDefaults() {

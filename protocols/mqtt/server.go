@@ -38,6 +38,7 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	mochi *mochi.Server
+	hook  *bridge // mochi's only hook
 
 	retained retainedStore
 
@@ -100,7 +101,8 @@ func New(b *router.Broker, opts Options) *Server {
 		s.persist = newPersister(s, opts.Store)
 		s.restore()
 	}
-	if err := s.mochi.AddHook(&bridge{s: s}, nil); err != nil {
+	s.hook = &bridge{s: s}
+	if err := s.mochi.AddHook(s.hook, nil); err != nil {
 		// bridge.Init cannot fail.
 		panic(fmt.Sprintf("mqtt: add bridge hook: %v", err))
 	}
@@ -205,7 +207,20 @@ func (s *Server) WebSocketHandler() http.Handler {
 
 // serveConn serves one connection in the calling goroutine, which becomes
 // the connection's reader: mochi reads, decodes and handles packets in it.
+// Its frame stays small (the work before and after is in calls of their
+// own): an idle connection waits with this frame on its stack (see attach).
 func (s *Server) serveConn(nc net.Conn, listener string) {
+	c := s.admit(nc, listener)
+	if c == nil {
+		return
+	}
+	s.closed(c, s.establish(c, listener))
+}
+
+// admit tracks a new connection, or closes it if the server is closing.
+//
+//go:noinline
+func (s *Server) admit(nc net.Conn, listener string) *conn {
 	c := newConn(s, nc, nextConnID())
 	c.transport = "tcp"
 	if listener == "ws" {
@@ -215,11 +230,17 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 	}
 	if !s.track(c) {
 		_ = nc.Close()
-		return
+		return nil
 	}
-	defer s.untrack(c)
 	_ = nc.SetReadDeadline(time.Now().Add(s.opts.ConnectTimeout))
-	err := s.establish(c, listener)
+	return c
+}
+
+// closed cleans up after a connection has ended with err.
+//
+//go:noinline
+func (s *Server) closed(c *conn, err error) {
+	defer s.untrack(c)
 	if c.client() != nil && !c.gone {
 		// mochi returned without OnDisconnect (a panic, or a failure after
 		// the session was attached): clean up as for a lost connection.
@@ -237,7 +258,7 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 	}
 	s.b.ConnectionClosed(c.id)
 	if err != nil {
-		s.log.Debug("connection closed", "conn", c.id, "client", c.clientID, "remote", nc.RemoteAddr().String(), "err", err)
+		s.log.Debug("connection closed", "conn", c.id, "client", c.clientID, "remote", c.raw.RemoteAddr().String(), "err", err)
 	}
 }
 
@@ -245,19 +266,6 @@ var errConnAborted = errors.New("connection aborted")
 
 // panics counts panics recovered while serving connections.
 var panics atomic.Int64
-
-// establish hands the connection to mochi. A panic in the protocol engine
-// ends this connection only.
-func (s *Server) establish(c *conn, listener string) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			panics.Add(1)
-			s.log.Error("panic serving connection", "conn", c.id, "panic", r)
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
-	return s.mochi.EstablishConnection(listener, &pipe{c: c})
-}
 
 func (s *Server) isClosing() bool {
 	s.mu.Lock()
