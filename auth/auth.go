@@ -172,43 +172,80 @@ func Open(p Persister, o Options) (*Store, error) {
 	if p == nil {
 		return s, nil
 	}
-	err := p.ForEachRecord(bucketUsers, func(_ string, v []byte) error {
-		var u User
-		if err := json.Unmarshal(v, &u); err != nil {
-			return fmt.Errorf("user record: %w", err)
+	var err error
+	for _, bucket := range Buckets() {
+		if err == nil {
+			err = p.ForEachRecord(bucket, func(k string, v []byte) error { return s.applyLocked(bucket, k, v) })
 		}
-		s.users[u.Name] = &u
-		return nil
-	})
-	if err == nil {
-		err = p.ForEachRecord(bucketPerms, func(_ string, v []byte) error {
-			var pm Permission
-			if err := json.Unmarshal(v, &pm); err != nil {
-				return fmt.Errorf("permission record: %w", err)
-			}
-			c, err := compilePerm(pm)
-			if err != nil {
-				return err
-			}
-			s.perms[[2]string{pm.User, pm.VHost}] = c
-			return nil
-		})
-	}
-	if err == nil {
-		err = p.ForEachRecord(bucketTopic, func(_ string, v []byte) error {
-			var tp TopicPermission
-			if err := json.Unmarshal(v, &tp); err != nil {
-				return fmt.Errorf("topic permission record: %w", err)
-			}
-			s.topic[[3]string{tp.User, tp.VHost, tp.Exchange}] = &compiledTopic{tp}
-			return nil
-		})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("auth: load: %w", err)
 	}
 	return s, nil
 }
+
+// ApplyRecord applies a record that another broker wrote to the shared
+// Persister (cluster mode: every node watches the records and applies each
+// change), without writing it back: val is the record, nil for a deletion.
+// Keys and records are those this store gives its Persister.
+func (s *Store) ApplyRecord(bucket, key string, val []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applyLocked(bucket, key, val)
+}
+
+// applyLocked sets or (val nil) deletes one record in memory.
+func (s *Store) applyLocked(bucket, key string, val []byte) error {
+	defer s.gen.Add(1)
+	parts := strings.Split(key, "\x00")
+	switch bucket {
+	case bucketUsers:
+		delete(s.known, key)
+		if val == nil {
+			delete(s.users, key)
+			return nil
+		}
+		var u User
+		if err := json.Unmarshal(val, &u); err != nil {
+			return fmt.Errorf("user record: %w", err)
+		}
+		s.users[u.Name] = &u
+	case bucketPerms:
+		if val == nil {
+			if len(parts) == 2 {
+				delete(s.perms, [2]string{parts[0], parts[1]})
+			}
+			return nil
+		}
+		var pm Permission
+		if err := json.Unmarshal(val, &pm); err != nil {
+			return fmt.Errorf("permission record: %w", err)
+		}
+		c, err := compilePerm(pm)
+		if err != nil {
+			return err
+		}
+		s.perms[[2]string{pm.User, pm.VHost}] = c
+	case bucketTopic:
+		if val == nil {
+			if len(parts) == 3 {
+				delete(s.topic, [3]string{parts[0], parts[1], parts[2]})
+			}
+			return nil
+		}
+		var tp TopicPermission
+		if err := json.Unmarshal(val, &tp); err != nil {
+			return fmt.Errorf("topic permission record: %w", err)
+		}
+		s.topic[[3]string{tp.User, tp.VHost, tp.Exchange}] = &compiledTopic{tp}
+	default:
+		return fmt.Errorf("unknown record bucket %q", bucket)
+	}
+	return nil
+}
+
+// Buckets are the names of the record buckets a store writes.
+func Buckets() []string { return []string{bucketUsers, bucketPerms, bucketTopic} }
 
 // NewStatic returns an in-memory store of users (name → password) who may
 // do anything on every vhost: for running an adapter on its own (tests,

@@ -2,9 +2,11 @@
 // router's interfaces; the adapters never import it, and only cmd/bourse
 // wires it in.
 //
-// It does two things: it replicates the topology (router.Replicator,
-// topology.go) and it keeps the messages of shared durable queues in
-// JetStream (router.SharedQueues, queues.go).
+// It replicates the topology (router.Replicator, topology.go), keeps the
+// messages of shared durable queues in JetStream (router.SharedQueues,
+// queues.go), and shares users and permissions (users.go: the auth store's
+// records in the KV bucket bourse_users, applied on every node by a
+// watcher).
 //
 // Topology:
 //

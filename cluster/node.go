@@ -67,6 +67,7 @@ type Node struct {
 	data   *nats.Conn // messages of the shared queues
 	topo   *Topology
 	queues *Queues
+	users  *Users
 	log    *slog.Logger
 }
 
@@ -162,8 +163,16 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	n.topo.shared = n.queues
+	if n.users, err = openUsers(ctx, js, replicas, timeout, o.Logger.With("component", "users")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	return n, nil
 }
+
+// Users returns the cluster's store of users and permissions (an
+// auth.Persister); Users().Watch applies other nodes' changes.
+func (n *Node) Users() *Users { return n.users }
 
 // Queues returns the store of the shared queues' messages (a
 // router.SharedQueues).
@@ -199,6 +208,9 @@ func (n *Node) ClientURL() string {
 func (n *Node) Close() {
 	if n.topo != nil {
 		n.topo.Close()
+	}
+	if n.users != nil {
+		n.users.Close()
 	}
 	if n.queues != nil {
 		n.queues.Close()

@@ -85,46 +85,52 @@ func OpenTopology(ctx context.Context, js jetstream.JetStream, o TopologyOptions
 }
 
 func openBucket(ctx context.Context, js jetstream.JetStream, o TopologyOptions) (jetstream.KeyValue, error) {
-	replicas := o.Replicas
-	if replicas <= 0 {
+	return openKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Bourse topology: vhosts, exchanges, queues and bindings",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}, o.Replicas, o.Logger)
+}
+
+// openKV opens a KV bucket, creating it if it does not exist yet, with
+// replicas (0: three, or one where JetStream is not clustered). It retries
+// until ctx ends: while JetStream elects its meta leader, requests go
+// unanswered rather than fail.
+func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, replicas int, log *slog.Logger) (jetstream.KeyValue, error) {
+	auto := replicas <= 0
+	if auto {
 		replicas = 3
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		// Each attempt has its own deadline: while JetStream elects its
-		// meta leader, requests go unanswered rather than fail.
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		kv, err := js.KeyValue(actx, Bucket)
+		kv, err := js.KeyValue(actx, cfg.Bucket)
 		if err == nil {
 			cancel()
 			return kv, nil
 		}
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(actx, jetstream.KeyValueConfig{
-				Bucket:      Bucket,
-				Description: "Bourse topology: vhosts, exchanges, queues and bindings",
-				History:     1,
-				Storage:     jetstream.FileStorage,
-				Replicas:    replicas,
-			})
+			cfg.Replicas = replicas
+			kv, err = js.CreateKeyValue(actx, cfg)
 			if err == nil {
 				cancel()
-				o.Logger.Info("created the topology bucket", "bucket", Bucket, "replicas", replicas)
+				log.Info("created a bucket", "bucket", cfg.Bucket, "replicas", replicas)
 				return kv, nil
 			}
 			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && o.Replicas <= 0 && replicas > 1 {
-				o.Logger.Info("JetStream is not clustered: the topology bucket gets one replica")
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && auto && replicas > 1 {
+				log.Info("JetStream is not clustered: the bucket gets one replica", "bucket", cfg.Bucket)
 				replicas = 1
 				cancel()
 				continue
 			}
 		}
 		cancel()
-		o.Logger.Debug("topology bucket not ready yet", "err", err)
+		log.Debug("bucket not ready yet", "bucket", cfg.Bucket, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("open topology bucket %s: %w (last error: %w)", Bucket, ctx.Err(), err)
+			return nil, fmt.Errorf("open bucket %s: %w (last error: %w)", cfg.Bucket, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Second)

@@ -171,9 +171,21 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	}
 	restoreMessages(broker, journal, recovered, log)
 	broker.SetMaxQueuesPerVHost(cfg.Limits.MaxQueuesPerVHost)
-	users, err := openUsers(ms, cfg, log)
+	var records auth.Persister = ms
+	if node != nil {
+		records = node.Users() // users and permissions are the cluster's
+	}
+	users, err := openUsers(records, cfg, log)
 	if err != nil {
 		return err
+	}
+	if node != nil {
+		sctx, cancel := context.WithTimeout(ctx, cfg.Cluster.StartTimeout.D())
+		err := node.Users().Watch(sctx, users)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 
 	var ready atomic.Bool
@@ -437,11 +449,12 @@ func notifySystemd(log *slog.Logger, state string) {
 	}
 }
 
-// openUsers opens the user store kept in the metadata store. On the first
+// openUsers opens the user store kept in the metadata store (in cluster
+// mode: the cluster's users bucket). On the first
 // start (no user at all) it creates the configured default user as an
 // administrator with every permission on the default vhost, as RabbitMQ
 // creates guest.
-func openUsers(ms *meta.Store, cfg config.Config, log *slog.Logger) (*auth.Store, error) {
+func openUsers(ms auth.Persister, cfg config.Config, log *slog.Logger) (*auth.Store, error) {
 	a := cfg.Auth
 	users, err := auth.Open(ms, auth.Options{LoopbackUsers: a.LoopbackUsers, MaxFailuresPerMinute: a.MaxFailuresPerMinute,
 		MaxConnections: cfg.Limits.MaxConnections, MaxConnectionsPerUser: cfg.Limits.MaxConnectionsPerUser,
