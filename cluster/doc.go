@@ -77,9 +77,15 @@
 //     with messages in hand come back to the other nodes after it.
 //   - basic.get pulls one message at once if the stream has one ready.
 //
-// What is not shared yet: message counts (declare-ok, management API),
-// purge, x-max-length/overflow, priorities and single active consumer
-// act on each node's own share only; x-message-ttl counts from the
+//   - Counts and purge (count.go): a shared queue's ready count is the
+//     stream's messages less those its consumer has handed out unacked,
+//     plus what this node holds ready; declare-ok asks JetStream at once,
+//     the management API reuses a count up to 250 ms old. Purge takes the
+//     ready messages from the consumer and terminates them (JetStream's
+//     own purge would also drop the unacknowledged ones).
+//
+// What is not shared yet: x-max-length/overflow, priorities and single
+// active consumer act on each node's own share only; x-message-ttl counts from the
 // publish but is enforced only on messages a node pulled. A message a node
 // pulled for a consumer that left before it arrived comes back flagged
 // redelivered. Streams (x-queue-type stream), transient and exclusive

@@ -278,6 +278,8 @@ type remoteQueue struct {
 	running bool
 	closed  bool
 	held    map[jetstream.Msg]struct{} // fed and not settled yet
+
+	count readyCount // the queue's ready messages in JetStream (count.go)
 }
 
 var _ queue.Remote = (*remoteQueue)(nil)

@@ -365,6 +365,9 @@ func (v *VHost) declareQueue(d QueueDecl) (DeclareOk, error) {
 
 func declareOk(q *queue.Queue) DeclareOk {
 	q.Touch()
+	if r := q.Remote(); r != nil {
+		r.Ready(true) // a current count for the answer (cluster mode)
+	}
 	st := q.Stats()
 	return DeclareOk{Name: q.Name(), Messages: st.Ready, Consumers: st.Consumers}
 }
@@ -693,6 +696,14 @@ func (v *VHost) PurgeQueue(name string, conn core.ConnID) (int, error) {
 	}
 	if q.IsStream() {
 		return 0, core.Errorf(core.NotImplemented, "queue '%s' in vhost '%s' is a stream: retention, not purge, removes its records", name, v.name)
+	}
+	if r := q.Remote(); r != nil {
+		// A shared queue (cluster mode): what waits outside this node too.
+		n, err := r.Purge()
+		if err != nil {
+			return 0, core.Wrap(core.ResourceError, err, "purge queue '%s' in vhost '%s' in the cluster", name, v.name)
+		}
+		return n + q.Purge(), nil
 	}
 	return q.Purge(), nil
 }

@@ -221,7 +221,14 @@ func (q *Queue) Durable() bool { return q.cfg.Durable }
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	s := Stats{Ready: q.nready, Unacked: len(q.unacked), ReadyBytes: q.readyBytes, Consumers: len(q.subs)}
+	remote := q.remote
 	q.mu.Unlock()
+	if remote != nil {
+		// A shared queue's ready messages are mostly outside this node.
+		if n, ok := remote.Ready(false); ok {
+			s.Ready += n
+		}
+	}
 	if q.stream != nil {
 		first, next := q.stream.log.Bounds()
 		s.Ready = int(next - first)

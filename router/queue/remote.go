@@ -33,6 +33,14 @@ type Remote interface {
 	// one; count is the deliveries before this one. It may wait on the
 	// network briefly.
 	Pull() (m *core.Message, redelivered bool, count uint32, h any, ok bool)
+	// Ready is how many messages the queue holds ready outside this node
+	// (not handed to any node yet, or given back), ok false when unknown.
+	// With fresh it may wait on the network briefly for a current figure;
+	// without, it answers at once with the last one it has.
+	Ready(fresh bool) (n int, ok bool)
+	// Purge removes the messages that are ready outside this node and
+	// returns how many it removed. Messages that consumers hold stay.
+	Purge() (int, error)
 }
 
 // SetRemote makes q a remote queue. It must be called before q is used.

@@ -18,11 +18,13 @@ type fakeRemote struct {
 	pull              []*core.Message
 }
 
-func (f *fakeRemote) Ack(h any)  { f.mu.Lock(); f.acks = append(f.acks, h); f.mu.Unlock() }
-func (f *fakeRemote) Nak(h any)  { f.mu.Lock(); f.naks = append(f.naks, h); f.mu.Unlock() }
-func (f *fakeRemote) Term(h any) { f.mu.Lock(); f.terms = append(f.terms, h); f.mu.Unlock() }
-func (f *fakeRemote) Wake()      { f.mu.Lock(); f.wakes++; f.mu.Unlock() }
-func (f *fakeRemote) Closed()    { f.mu.Lock(); f.closed = true; f.mu.Unlock() }
+func (f *fakeRemote) Ack(h any)              { f.mu.Lock(); f.acks = append(f.acks, h); f.mu.Unlock() }
+func (f *fakeRemote) Nak(h any)              { f.mu.Lock(); f.naks = append(f.naks, h); f.mu.Unlock() }
+func (f *fakeRemote) Term(h any)             { f.mu.Lock(); f.terms = append(f.terms, h); f.mu.Unlock() }
+func (f *fakeRemote) Wake()                  { f.mu.Lock(); f.wakes++; f.mu.Unlock() }
+func (f *fakeRemote) Closed()                { f.mu.Lock(); f.closed = true; f.mu.Unlock() }
+func (f *fakeRemote) Ready(bool) (int, bool) { return 0, false }
+func (f *fakeRemote) Purge() (int, error)    { return 0, nil }
 func (f *fakeRemote) Pull() (*core.Message, bool, uint32, any, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
