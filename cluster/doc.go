@@ -47,6 +47,7 @@
 //     the bucket, so any node that sees the queue can publish to it; the
 //     deleting node deletes it after removing the queue (a vhost delete
 //     deletes its queues' streams).
+//
 //   - Publish: each node routes with its own (replicated) bindings, and
 //     the router hands the shared target queues to Queues.Publish instead
 //     of enqueueing locally. The message (the journal's codec,
@@ -55,6 +56,7 @@
 //     same id (deduplicated within two minutes) until the timeout. The
 //     publisher's confirm (AMQP confirm, MQTT PUBACK, STOMP RECEIPT) is
 //     given once every target's PubAck has come.
+//
 //   - Consume: each stream has one durable pull consumer, "bourse",
 //     shared by every node, so JetStream spreads messages over the nodes
 //     that pull (competing consumers across nodes). A node pulls only
@@ -63,6 +65,7 @@
 //     and feeds the messages to its router queue (queue.Remote), which
 //     delivers them as any queue does. The consumer's MaxAckPending is
 //     unlimited: prefetch is enforced by Bourse, per consumer.
+//
 //   - Settle: ack (or a no-ack delivery) acks in JetStream (a plain ack:
 //     one lost on the way means a redelivery after AckWait, at least
 //     once); reject or nack with requeue, a consumer or connection gone
@@ -73,8 +76,10 @@
 //     letter through the router (x-death, to shared or local queues), and
 //     the original is terminated only once the dead letter is confirmed;
 //     without a DLX it is terminated.
+//
 //   - AckWait is 30 minutes (AckWait): the messages of a node that dies
 //     with messages in hand come back to the other nodes after it.
+//
 //   - basic.get pulls one message at once if the stream has one ready.
 //
 //   - Counts and purge (count.go): a shared queue's ready count is the

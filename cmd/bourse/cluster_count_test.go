@@ -17,18 +17,7 @@ func TestClusterSharedQueueCountAndPurge(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
 	defer stop()
-	channel := func(i int) (*amqp.Connection, *amqp.Channel) {
-		t.Helper()
-		c, err := amqp.Dial("amqp://guest:guest@" + nodes[i]["amqp"] + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, ch
-	}
+	channel := func(i int) (*amqp.Connection, *amqp.Channel) { t.Helper(); return amqpChannel(t, nodes[i]["amqp"]) }
 	ca, a := channel(0)
 	defer ca.Close()
 	cb, b := channel(1)

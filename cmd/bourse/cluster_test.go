@@ -32,18 +32,7 @@ func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
 		addrs[i] = n["amqp"]
 	}
 
-	channel := func(i int) (*amqp.Connection, *amqp.Channel) {
-		t.Helper()
-		c, err := amqp.Dial("amqp://guest:guest@" + addrs[i] + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, ch
-	}
+	channel := func(i int) (*amqp.Connection, *amqp.Channel) { t.Helper(); return amqpChannel(t, addrs[i]) }
 	ca, a := channel(0)
 	defer ca.Close()
 	if err := a.ExchangeDeclare("orders", "topic", true, false, false, false, nil); err != nil {
@@ -109,6 +98,20 @@ func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
 // process on loopback (AMQP, MQTT and STOMP listeners on free ports) and
 // returns each node's ready file (listener addresses by protocol, and
 // "nats") and a stop function that waits for every node to stop.
+// amqpChannel dials an AMQP address as guest and opens a channel.
+func amqpChannel(t *testing.T, addr string) (*amqp.Connection, *amqp.Channel) {
+	t.Helper()
+	c, err := amqp.Dial("amqp://guest:guest@" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ch
+}
+
 func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 	t.Helper()
 	dir := t.TempDir()
