@@ -61,7 +61,7 @@ type testCluster struct {
 	brokers []*router.Broker
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+func newTestCluster(t *testing.T, n int, mods ...func(*cluster.Options)) *testCluster {
 	t.Helper()
 	ports := freePorts(t, n)
 	var routes []string
@@ -77,6 +77,9 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 			StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i)), Logger: quiet().With("node", i),
 			StartTimeout: 45 * time.Second, Timeout: 10 * time.Second,
 		})
+		for _, mod := range mods {
+			mod(&c.opts[i])
+		}
 	}
 	// The nodes start together: an R3 bucket needs all three.
 	var wg sync.WaitGroup

@@ -44,6 +44,12 @@ type Options struct {
 	RouteListen string
 	Routes      []string
 	StoreDir    string
+	// RouteUser and RoutePassword, when set, authenticate the routes (the
+	// route listener requires them, the routes present them). RouteTLS…,
+	// when set, make the routes mutual TLS with this node's certificate
+	// and the CA of every node's.
+	RouteUser, RoutePassword                          string
+	RouteTLSCertFile, RouteTLSKeyFile, RouteTLSCAFile string
 
 	// Replicas of the topology bucket; 0 = 3 when the cluster has three
 	// nodes or more, else 1.
@@ -269,8 +275,23 @@ func startServer(o Options) (*server.Server, error) {
 		if o.NodeName == "" {
 			return nil, errors.New("cluster: a clustered node needs a node name")
 		}
-		so.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: host, Port: port}
+		so.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: host, Port: port,
+			Username: o.RouteUser, Password: o.RoutePassword}
 		so.Routes = server.RoutesFromStr(strings.Join(o.Routes, ","))
+		for _, u := range so.Routes {
+			if o.RouteUser != "" && u.User == nil {
+				u.User = url.UserPassword(o.RouteUser, o.RoutePassword)
+			}
+		}
+		if o.RouteTLSCertFile != "" {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.RouteTLSCertFile, KeyFile: o.RouteTLSKeyFile,
+				CaFile: o.RouteTLSCAFile, Verify: true})
+			if err != nil {
+				return nil, fmt.Errorf("cluster: route TLS: %w", err)
+			}
+			tc.RootCAs = tc.ClientCAs // the same config dials the routes
+			so.Cluster.TLSConfig, so.Cluster.TLSTimeout = tc, 5
+		}
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {

@@ -588,6 +588,8 @@ func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
 	o := cluster.Options{
 		Mode: c.Mode, URLs: c.NATSURLs, CredentialsFile: c.CredentialsFile, User: c.User, Password: c.Password, Token: c.Token,
 		ClusterName: c.Name, NodeName: c.NodeName, Listen: c.Listen, RouteListen: c.RouteListen, Routes: c.Routes,
+		RouteUser: c.RouteUser, RoutePassword: c.RoutePassword,
+		RouteTLSCertFile: c.RouteTLSCertFile, RouteTLSKeyFile: c.RouteTLSKeyFile, RouteTLSCAFile: c.RouteTLSCAFile,
 		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), Logger: log.With("component", "cluster"),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 	}

@@ -66,6 +66,17 @@ type Cluster struct {
 	Listen      string   `koanf:"listen" yaml:"listen"`
 	RouteListen string   `koanf:"route_listen" yaml:"route_listen"`
 	Routes      []string `koanf:"routes" yaml:"routes"`
+	// RouteUser and RoutePassword authenticate the routes between
+	// embedded nodes: a node's route listener requires them and its routes
+	// present them. The same on every node.
+	RouteUser     string `koanf:"route_user" yaml:"route_user"`
+	RoutePassword string `koanf:"route_password" yaml:"route_password"`
+	// RouteTLS… encrypt the routes with mutual TLS: each node's
+	// certificate and key (used to accept and to dial routes, so valid for
+	// both) and the CA that signs every node's certificate.
+	RouteTLSCertFile string `koanf:"route_tls_cert_file" yaml:"route_tls_cert_file"`
+	RouteTLSKeyFile  string `koanf:"route_tls_key_file" yaml:"route_tls_key_file"`
+	RouteTLSCAFile   string `koanf:"route_tls_ca_file" yaml:"route_tls_ca_file"`
 	// StoreDir holds the embedded server's JetStream files (default:
 	// data_dir/cluster).
 	StoreDir string `koanf:"store_dir" yaml:"store_dir"`
@@ -397,6 +408,16 @@ func (c Config) Validate() error {
 	return c.Cluster.validate()
 }
 
+func countSet(vals ...string) int {
+	n := 0
+	for _, v := range vals {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
 func (c Cluster) validate() error {
 	switch c.Mode {
 	case "", "none":
@@ -419,6 +440,12 @@ func (c Cluster) validate() error {
 		}
 		if len(c.Routes) > 0 && c.RouteListen == "" {
 			return fmt.Errorf("cluster.routes need cluster.route_listen")
+		}
+		if (c.RouteUser == "") != (c.RoutePassword == "") {
+			return fmt.Errorf("cluster.route_user and cluster.route_password go together")
+		}
+		if n := countSet(c.RouteTLSCertFile, c.RouteTLSKeyFile, c.RouteTLSCAFile); n != 0 && n != 3 {
+			return fmt.Errorf("cluster.route_tls_cert_file, route_tls_key_file and route_tls_ca_file go together")
 		}
 	default:
 		return fmt.Errorf("cluster.mode: %q is not one of none, nats, embedded", c.Mode)

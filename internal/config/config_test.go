@@ -132,6 +132,11 @@ func TestCluster(t *testing.T) {
 		c.Cluster.RouteListen != "0.0.0.0:6222" || c.Cluster.Replicas != 3 {
 		t.Fatalf("embedded: %+v %v", c.Cluster, err)
 	}
+	c, err = load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_USER=route", "BOURSE_CLUSTER_ROUTE_PASSWORD=pw",
+		"BOURSE_CLUSTER_ROUTE_TLS_CERT_FILE=/n.pem", "BOURSE_CLUSTER_ROUTE_TLS_KEY_FILE=/n.key", "BOURSE_CLUSTER_ROUTE_TLS_CA_FILE=/ca.pem"})
+	if err != nil || c.Cluster.RouteUser != "route" || c.Cluster.RoutePassword != "pw" || c.Cluster.RouteTLSCAFile != "/ca.pem" {
+		t.Fatalf("route security: %+v %v", c.Cluster, err)
+	}
 	c, err = load(t, nil, []string{"BOURSE_CLUSTER_MODE=nats", "BOURSE_CLUSTER_NATS_URLS=nats://a:4222,nats://b:4222", "BOURSE_CLUSTER_CREDENTIALS_FILE=/x.creds"})
 	if err != nil || len(c.Cluster.NATSURLs) != 2 || c.Cluster.CredentialsFile != "/x.creds" {
 		t.Fatalf("nats: %+v %v", c.Cluster, err)
@@ -141,6 +146,8 @@ func TestCluster(t *testing.T) {
 		{"BOURSE_CLUSTER_MODE=nats"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_LISTEN=nope"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_REPLICAS=9"},
+		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_USER=route"},
+		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_TLS_CERT_FILE=/n.pem", "BOURSE_CLUSTER_ROUTE_TLS_KEY_FILE=/n.key"},
 	} {
 		if _, err := load(t, nil, bad); err == nil || !strings.Contains(err.Error(), "cluster") {
 			t.Errorf("%v: %v", bad, err)
