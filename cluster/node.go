@@ -65,8 +65,10 @@ type Node struct {
 	srv    *server.Server
 	nc     *nats.Conn // control: the topology
 	data   *nats.Conn // messages of the shared queues
+	fan    *nats.Conn // fan-out to node-local queues (no echo)
 	topo   *Topology
 	queues *Queues
+	fanout *Fanout
 	log    *slog.Logger
 }
 
@@ -139,6 +141,21 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
 	}
+	// And one for the fan-out, without echo: a node never receives its own
+	// fan-out publishes, and a node that does not keep up is cut off (and
+	// reconnects) without its control or JetStream connections.
+	if n.fan, err = nats.Connect(urls, append(connect, nats.Name(name+" fanout"), nats.NoEcho())...); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
+	var acc *server.Account
+	if n.srv != nil {
+		acc = n.srv.GlobalAccount()
+	}
+	if n.fanout, err = newFanout(n.fan, acc, o.Logger.With("component", "fanout")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: fan-out: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		n.Close()
@@ -168,6 +185,10 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 // Queues returns the store of the shared queues' messages (a
 // router.SharedQueues).
 func (n *Node) Queues() *Queues { return n.queues }
+
+// Fanout returns the fan-out to the other nodes' node-local queues (a
+// router.NodeFanout); give it the broker with Attach.
+func (n *Node) Fanout() *Fanout { return n.fanout }
 
 // payloadOverhead is what a message's encoding (properties, headers)
 // adds to its body, at most, in a NATS payload: Bourse's header tables are
@@ -202,6 +223,12 @@ func (n *Node) Close() {
 	}
 	if n.queues != nil {
 		n.queues.Close()
+	}
+	if n.fanout != nil {
+		n.fanout.close()
+	}
+	if n.fan != nil {
+		n.fan.Close()
 	}
 	if n.data != nil {
 		// Flush first: the acknowledgements and naks just sent.

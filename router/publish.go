@@ -28,10 +28,13 @@ type PublishOptions struct {
 type PublishResult struct {
 	Routed   int  // queues the message was enqueued on
 	Rejected bool // a queue refused it (overflow)
+	// Remote: cluster mode, a mandatory message no queue here took was
+	// delivered by another node (see Fanout).
+	Remote bool
 }
 
 // Unroutable reports whether no queue took the message.
-func (r PublishResult) Unroutable() bool { return r.Routed == 0 && !r.Rejected }
+func (r PublishResult) Unroutable() bool { return r.Routed == 0 && !r.Rejected && !r.Remote }
 
 // ErrRejected is the error Confirm receives when a queue refused a message.
 var ErrRejected = core.Errorf(core.ResourceError, "message rejected by a queue at its length limit")
@@ -125,6 +128,9 @@ func (v *VHost) Publish(m *core.Message, o PublishOptions) (PublishResult, error
 		}
 	}
 	r := v.enqueue(m, s, o)
+	if f := b.opts.Fanout; f != nil && f.Publish(v.name, m, o.Mandatory && r.Unroutable()) {
+		r.Remote = true
+	}
 	if r.Unroutable() {
 		b.unroutable.Add(1)
 	}
@@ -305,8 +311,14 @@ func (v *VHost) publishReplyTo(m *core.Message, o PublishOptions) (PublishResult
 	fn := v.replyTo[m.RoutingKey]
 	v.mu.RUnlock()
 	var r PublishResult
-	if fn != nil && fn(m) {
-		r.Routed = 1
+	switch {
+	case fn != nil:
+		if fn(m) {
+			r.Routed = 1
+		}
+	case v.b.opts.Fanout != nil:
+		// The requester may be on another node.
+		r.Remote = v.b.opts.Fanout.Publish(v.name, m, o.Mandatory)
 	}
 	if o.Confirm != nil {
 		o.Confirm(nil)
