@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -23,9 +24,11 @@ import (
 // delivered a mandatory message that no queue of its own took.
 const ProbeWait = time.Second
 
-// fanoutBuffer is how many received messages wait for the router at most;
-// beyond it the NATS client drops them (slow consumer) and says so.
-const fanoutBuffer = 1 << 16
+// fanoutBuffer is how many received messages wait for the router at most
+// (the NATS client drops what comes beyond it, and says so: slow consumer).
+// Routing a message takes microseconds, so this absorbs bursts; it also
+// bounds the memory a node that does not keep up spends on them.
+const fanoutBuffer = 8192
 
 // fanHeader is the fan-out frame before the message record: a version
 // byte, the sending node's random id (8 bytes) and its sequence number (8
@@ -279,7 +282,11 @@ func (f *Fanout) Publish(vhost string, m *core.Message, probe bool) bool {
 	err = f.nc.PublishMsg(msg) // copies payload
 	f.pubMu.Unlock()
 	if err != nil {
-		f.log.Warn("fan-out: message not sent to other nodes", "vhost", vhost, "exchange", m.Exchange, "err", err)
+		lvl := slog.LevelWarn
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			lvl = slog.LevelDebug // the node is shutting down
+		}
+		f.log.Log(context.Background(), lvl, "fan-out: message not sent to other nodes (at most once)", "vhost", vhost, "exchange", m.Exchange, "err", err)
 		return false
 	}
 	if !probe {

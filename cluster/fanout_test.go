@@ -1,0 +1,211 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bourse-mq/bourse/cluster"
+	"github.com/bourse-mq/bourse/core"
+	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/router/queue"
+)
+
+// attachFanout gives node i a broker with the fan-out wired in, as
+// cmd/bourse does.
+func (c *testCluster) attachFanout(i int) *router.Broker {
+	c.t.Helper()
+	n := c.nodes[i]
+	b := router.New(router.Options{Logger: c.opts[i].Logger, Replicator: n.Topology(), Shared: n.Queues(), Fanout: n.Fanout()})
+	n.Fanout().Attach(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.Topology().Start(ctx, b); err != nil {
+		c.t.Fatalf("node %d: %v", i, err)
+	}
+	c.brokers[i] = b
+	return b
+}
+
+// untilHeard publishes (with publish) until s has received a message, then
+// drains s: the fan-out reaches a new binding once NATS has told the
+// other servers of its subscription, a moment after the bind.
+func untilHeard(t *testing.T, s *sink, publish func(n int)) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for n := 0; ; n++ {
+		publish(n)
+		select {
+		case <-s.ch:
+			time.Sleep(300 * time.Millisecond)
+			for len(s.ch) > 0 {
+				<-s.ch
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fan-out did not reach the other node within 15s")
+		}
+	}
+}
+
+func msg(exchange, key, body string, h core.Table) *core.Message {
+	return &core.Message{Exchange: exchange, RoutingKey: key, Body: []byte(body), Headers: h}
+}
+
+// TestFanoutFollowsTopology (router API on three brokers over embedded
+// NATS): a node-local queue on node 1 gets, from node 0, messages routed
+// through an exchange-to-exchange binding, by a headers exchange, by CC and
+// BCC keys, and direct reply-to answers; a mandatory publish reports
+// another node's delivery; the node's NATS subscriptions follow its
+// bindings and are all gone once the owning connection is closed.
+func TestFanoutFollowsTopology(t *testing.T) {
+	c := newTestCluster(t, 3)
+	b0, b1 := c.attachFanout(0), c.attachFanout(1)
+	c.attachFanout(2)
+	v0, v1 := vhost(t, b0, "/"), vhost(t, b1, "/")
+	f1 := c.nodes[1].Fanout()
+	if n := f1.Subscriptions(); n != 0 {
+		t.Fatalf("node 1 listens to %d subjects before any binding", n)
+	}
+
+	// Durable topology, replicated: up (topic) → amq.topic.
+	if err := v0.DeclareExchange(router.ExchangeDecl{ExchangeInfo: router.ExchangeInfo{Name: "up", Type: router.Topic, Durable: true}}); err != nil {
+		t.Fatal(err)
+	}
+	e2e := core.Binding{Source: "up", Dest: core.Dest{Kind: core.ToExchange, Name: "amq.topic"}, Key: "#"}
+	if err := v0.Bind(e2e, 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "e2e binding on node 1", func() bool { return hasBinding(b1, "/", e2e) })
+
+	// Node 1: an exclusive queue of connection 7, bound by a topic pattern
+	// and by headers.
+	const owner core.ConnID = 7
+	if _, err := v1.DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "local", Exclusive: true}, Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bd := range []core.Binding{
+		{Source: "amq.topic", Dest: core.Dest{Kind: core.ToQueue, Name: "local"}, Key: "a.*.c"},
+		{Source: "amq.headers", Dest: core.Dest{Kind: core.ToQueue, Name: "local"}, Args: core.Table{"x-match": "all", "k": "v"}},
+	} {
+		if err := v1.Bind(bd, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newSink()
+	if _, err := v1.Consume("local", s, queue.ConsumeOptions{Tag: "t", Owner: owner, NoAck: true}); err != nil {
+		t.Fatal(err)
+	}
+	withBinds := f1.Subscriptions()
+	if withBinds == 0 {
+		t.Fatal("node 1 listens to nothing with a node-local queue bound")
+	}
+
+	pub := func(m *core.Message, o router.PublishOptions) router.PublishResult {
+		t.Helper()
+		r, err := v0.Publish(m, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	untilHeard(t, s, func(n int) { pub(msg("amq.topic", "a.warm.c", fmt.Sprint("warm", n), nil), router.PublishOptions{}) })
+	untilHeard(t, s, func(n int) { pub(msg("up", "a.warm.c", fmt.Sprint("warm", n), nil), router.PublishOptions{}) })
+
+	expect := func(body string) queue.Delivery {
+		t.Helper()
+		d := s.next(t)
+		if string(d.Msg.Body) != body {
+			t.Fatalf("got %q, want %q", d.Msg.Body, body)
+		}
+		return d
+	}
+	// Through up → amq.topic: node 1 routes it with its own bindings.
+	pub(msg("up", "a.b.c", "via-e2e", nil), router.PublishOptions{})
+	expect("via-e2e")
+	pub(msg("up", "a.b.x", "via-e2e-nomatch", nil), router.PublishOptions{})
+	// Headers: the matching one only.
+	untilHeard(t, s, func(n int) {
+		pub(msg("amq.headers", "", fmt.Sprint("warm", n), core.Table{"k": "v"}), router.PublishOptions{})
+	})
+	pub(msg("amq.headers", "", "headers-nomatch", core.Table{"k": "w"}), router.PublishOptions{})
+	pub(msg("amq.headers", "", "headers-match", core.Table{"k": "v", "other": int32(1)}), router.PublishOptions{})
+	if d := expect("headers-match"); d.Msg.Headers["other"] != int32(1) {
+		t.Fatalf("headers: %v", d.Msg.Headers)
+	}
+	// CC and BCC: the key alone would not reach node 1; BCC is removed.
+	pub(msg("amq.topic", "nope", "cc", core.Table{"CC": []any{"a.cc.c"}}), router.PublishOptions{})
+	if d := expect("cc"); fmt.Sprint(d.Msg.Headers["CC"]) != "[a.cc.c]" {
+		t.Fatalf("CC header: %v", d.Msg.Headers)
+	}
+	pub(msg("amq.topic", "nope", "bcc", core.Table{"BCC": []any{"a.bcc.c"}}), router.PublishOptions{})
+	if d := expect("bcc"); d.Msg.Headers["BCC"] != nil {
+		t.Fatalf("BCC header delivered: %v", d.Msg.Headers)
+	}
+	// Mandatory, taken by node 1 only: another node's delivery counts.
+	if r := pub(msg("amq.topic", "a.m.c", "mandatory", nil), router.PublishOptions{Mandatory: true}); r.Unroutable() || !r.Remote {
+		t.Fatalf("mandatory message delivered on node 1 reported %+v", r)
+	}
+	expect("mandatory")
+	if r := pub(msg("amq.topic", "x.m.c", "mandatory-none", nil), router.PublishOptions{Mandatory: true}); !r.Unroutable() {
+		t.Fatalf("mandatory message nobody takes reported %+v", r)
+	}
+	// Node 1 listens to every amq.headers message but takes none of
+	// these: the probe waits for an answer that does not come.
+	t0 := time.Now()
+	if r := pub(msg("amq.headers", "", "mandatory-headers-none", core.Table{"k": "w"}), router.PublishOptions{Mandatory: true}); !r.Unroutable() {
+		t.Fatalf("mandatory message nobody takes reported %+v", r)
+	}
+	if waited := time.Since(t0); waited < cluster.ProbeWait/2 {
+		t.Fatalf("probe answered negatively after %v, but nobody answers negatively", waited)
+	}
+	s.none(t, 300*time.Millisecond)
+
+	// Direct reply-to: the requester on node 1, the answer from node 0.
+	var answers atomic.Int32
+	addr, unregister := v1.RegisterReplyTo(func(m *core.Message) bool {
+		if string(m.Body) == "answer" {
+			answers.Add(1)
+		}
+		return true
+	})
+	eventually(t, "reply-to answer on node 1", func() bool {
+		pub(msg("", addr, "answer", nil), router.PublishOptions{})
+		return answers.Load() > 0
+	})
+
+	// Unbinding the headers binding drops its subscriptions; the vhost's
+	// e2e binding going drops up's.
+	if err := v1.Unbind(core.Binding{Source: "amq.headers", Dest: core.Dest{Kind: core.ToQueue, Name: "local"},
+		Args: core.Table{"x-match": "all", "k": "v"}}, owner); err != nil {
+		t.Fatal(err)
+	}
+	afterUnbind := f1.Subscriptions()
+	if afterUnbind >= withBinds {
+		t.Fatalf("subscriptions %d after an unbind, %d before", afterUnbind, withBinds)
+	}
+	if err := v0.Unbind(e2e, 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node 1 stops listening to exchange up", func() bool { return f1.Subscriptions() < afterUnbind })
+
+	// The connection goes: its queue and bindings with it, and every
+	// subscription (the reply-to address's too once unregistered).
+	b1.ConnectionClosed(owner)
+	unregister()
+	if n := f1.Subscriptions(); n != 0 {
+		t.Fatalf("node 1 still listens to %d subjects with no node-local queue", n)
+	}
+	for _, f := range []int{0, 2} {
+		if n := c.nodes[f].Fanout().Subscriptions(); n != 0 {
+			t.Fatalf("node %d listens to %d subjects without ever having a node-local queue", f, n)
+		}
+	}
+	if n := c.nodes[1].Fanout().Dropped(); n != 0 {
+		t.Fatalf("node 1 dropped %d messages", n)
+	}
+}
