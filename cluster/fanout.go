@@ -147,6 +147,9 @@ type Fanout struct {
 	interests map[fanInterest]int
 	subs      map[string]*fanSub
 	closed    bool
+	// unsubDropped: what the NATS client dropped on subscriptions since
+	// removed (Dropped).
+	unsubDropped uint64
 
 	probeMu sync.Mutex
 	probes  map[string]chan bool
@@ -193,10 +196,20 @@ func (f *Fanout) Subscriptions() int {
 	return len(f.subs)
 }
 
-// Dropped returns how many messages from other nodes this node could not
-// decode. Those the NATS client drops because this node does not keep up
-// are logged (slowConsumer).
-func (f *Fanout) Dropped() uint64 { return f.dropped.Load() }
+// Dropped returns how many messages from other nodes this node dropped:
+// those the NATS client dropped because this node did not keep up (see
+// fanoutBuffer), and those it could not decode.
+func (f *Fanout) Dropped() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.dropped.Load() + f.unsubDropped
+	for _, s := range f.subs {
+		if d, err := s.sub.Dropped(); err == nil && d > 0 {
+			n += uint64(d)
+		}
+	}
+	return n
+}
 
 // Interest implements router.NodeFanout: a subject is subscribed while at
 // least one interest needs it.
@@ -233,6 +246,9 @@ func (f *Fanout) Interest(vhost string, i router.Interest, delta int) {
 		case s != nil:
 			if s.refs--; s.refs == 0 {
 				delete(f.subs, subj)
+				if d, err := s.sub.Dropped(); err == nil && d > 0 {
+					f.unsubDropped += uint64(d)
+				}
 				if err := s.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 					f.log.Warn("fan-out unsubscribe", "subject", subj, "err", err)
 				}

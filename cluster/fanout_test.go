@@ -209,3 +209,83 @@ func TestFanoutFollowsTopology(t *testing.T) {
 		t.Fatalf("node 1 dropped %d messages", n)
 	}
 }
+
+// gate is a queue.Consumer whose deliveries block while it is closed: it
+// stalls the goroutine that delivers to it, here a node's fan-out
+// receiver, as a router that does not keep up would.
+type gate struct {
+	open chan struct{}
+	got  atomic.Int64
+}
+
+func (g *gate) Deliver(queue.Delivery) bool   { <-g.open; g.got.Add(1); return true }
+func (g *gate) Cancelled(*queue.Queue, error) {}
+
+// TestFanoutSlowNodeDropsNotDisconnects: a node whose fan-out receiver is
+// stuck drops what it cannot take (at most once, counted), while its
+// control and JetStream connections carry on (topology changes, a shared
+// queue's messages); once unstuck it receives fan-out messages again.
+func TestFanoutSlowNodeDropsNotDisconnects(t *testing.T) {
+	c := newTestCluster(t, 3)
+	b0, b1 := c.attachFanout(0), c.attachFanout(1)
+	c.attachFanout(2)
+	v0, v1 := vhost(t, b0, "/"), vhost(t, b1, "/")
+	const owner core.ConnID = 9
+	if _, err := v1.DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "slow", Exclusive: true}, Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1.Bind(core.Binding{Source: "amq.fanout", Dest: core.Dest{Kind: core.ToQueue, Name: "slow"}}, owner); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink()
+	sub, err := v1.Consume("slow", s, queue.ConsumeOptions{Tag: "warm", Owner: owner, NoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := func(body string) {
+		t.Helper()
+		if _, err := v0.Publish(msg("amq.fanout", "", body, nil), router.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	untilHeard(t, s, func(n int) { pub(fmt.Sprint("warm", n)) })
+	sub.Cancel()
+	g := &gate{open: make(chan struct{})}
+	if _, err := v1.Consume("slow", g, queue.ConsumeOptions{Tag: "gate", Owner: owner, NoAck: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Node 1's receiver blocks in the first delivery; the flood overflows
+	// its buffer.
+	const flood = 12000
+	for i := range flood {
+		pub(fmt.Sprint("flood", i))
+	}
+	eventually(t, "node 1 drops what it cannot take", func() bool { return c.nodes[1].Fanout().Dropped() > 0 })
+
+	// Control and JetStream connections unaffected.
+	if _, err := v0.DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "shared", Durable: true}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "queue declared on node 0 seen on node 1", func() bool { return hasQueue(b1, "/", "shared") })
+	publishConfirmed(t, v0, "", "shared", 3, "s")
+	ss, _ := consume(t, v1, "shared", 10)
+	for i := range 3 {
+		if d := ss.next(t); string(d.Msg.Body) != fmt.Sprint("s", i) {
+			t.Fatalf("shared queue on node 1: %q", d.Msg.Body)
+		}
+	}
+
+	// Unstuck: what was buffered is delivered, then new messages again.
+	close(g.open)
+	eventually(t, "buffered messages delivered", func() bool {
+		return g.got.Load()+int64(c.nodes[1].Fanout().Dropped()) >= flood
+	})
+	before, dropped := g.got.Load(), c.nodes[1].Fanout().Dropped()
+	eventually(t, "fan-out again after the stall", func() bool {
+		pub("after")
+		time.Sleep(20 * time.Millisecond)
+		return g.got.Load() > before
+	})
+	t.Logf("flood of %d: %d dropped by node 1, %d delivered", flood, dropped, before)
+}
