@@ -331,22 +331,23 @@ func TestClusterFanoutMQTTAndSTOMP(t *testing.T) {
 		case <-time.After(5 * time.Second):
 		}
 	}
-	subscribe := func(c *paho.Client, filter string, qos byte) {
+	subscribe := func(c *paho.Client, filter string, qos byte, noLocal bool) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}}); err != nil {
+		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos, NoLocal: noLocal}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pa, _, _ := mqttClient(0, "pub-a")
+	pa, rpa, _ := mqttClient(0, "pub-a")
 	defer closeMQTT(pa)
 	sb, rb, fb := mqttClient(1, "sub-b")
 	defer closeMQTT(sb)
 	sa, ra, _ := mqttClient(0, "sub-a")
 	defer closeMQTT(sa)
-	subscribe(sb, "sensors/+/temp", 1)
-	subscribe(sa, "sensors/#", 1)
+	subscribe(sb, "sensors/+/temp", 1, false)
+	subscribe(sa, "sensors/#", 1, false)
+	subscribe(pa, "sensors/#", 1, true) // no-local: never its own messages
 
 	publish := func(topic string, qos byte, body string, user paho.UserProperties) {
 		t.Helper()
@@ -385,9 +386,13 @@ func TestClusterFanoutMQTTAndSTOMP(t *testing.T) {
 			t.Fatalf("qos1 delivered at QoS %d", p.QoS)
 		}
 	}
-	// The subscriber on the publisher's node: once each, although nodes
-	// B has a subscription for them too.
+	// The subscriber on the publisher's node: once each, although node B
+	// has a subscription for them too.
 	expectOnce(t, ra, "qos0", "qos1")
+	rpa.drain(300 * time.Millisecond)
+	if len(rpa.got) != 0 {
+		t.Fatalf("the publisher's no-local subscription got %v", rpa.got)
+	}
 
 	// STOMP /topic on node C, AMQP publish on node A.
 	sc, err := stomp.Dial("tcp", nodes[2]["stomp"], stomp.ConnOpt.Login("guest", "guest"), stomp.ConnOpt.Host("/"),
@@ -431,11 +436,11 @@ func TestClusterFanoutMQTTAndSTOMP(t *testing.T) {
 	_ = sc.Disconnect()
 	closeMQTT(sb)
 	closeMQTT(sa)
+	closeMQTT(pa)
 	for _, subj := range []string{cluster.FanoutSubject("/", "amq.topic", "alerts.fire"),
 		cluster.FanoutSubject("/", "amq.topic", "sensors.s1.temp")} {
 		waitFor(t, "nobody listens to "+subj, func() bool { return noResponders(t, nodes[1]["nats"], subj) })
 	}
-	closeMQTT(pa)
 	conn.Close()
 	stop()
 }
