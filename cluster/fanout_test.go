@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/bourse-mq/bourse/cluster"
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
@@ -288,4 +290,73 @@ func TestFanoutSlowNodeDropsNotDisconnects(t *testing.T) {
 		return g.got.Load() > before
 	})
 	t.Logf("flood of %d: %d dropped by node 1, %d delivered", flood, dropped, before)
+}
+
+// TestFanoutNATSMode: two gateways (mode nats) on one standalone server:
+// no interest check before a publish there, so a mandatory message nobody
+// listens to learns it from the server's no-responders status at once; one
+// another gateway takes is delivered once and not reported unroutable.
+func TestFanoutNATSMode(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	var vs []*router.VHost
+	for i := range 2 {
+		n, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{srv.ClientURL()},
+			NodeName: fmt.Sprintf("gw%d", i), Logger: quiet(), StartTimeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.Close)
+		b := router.New(router.Options{Logger: quiet(), Replicator: n.Topology(), Shared: n.Queues(), Fanout: n.Fanout()})
+		n.Fanout().Attach(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = n.Topology().Start(ctx, b)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, vhost(t, b, "/"))
+	}
+	pub := func(key, body string, mandatory bool) router.PublishResult {
+		t.Helper()
+		r, err := vs[0].Publish(msg("amq.topic", key, body, nil), router.PublishOptions{Mandatory: mandatory})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	t0 := time.Now()
+	if r := pub("nobody", "m0", true); !r.Unroutable() {
+		t.Fatalf("mandatory message nobody listens to: %+v", r)
+	}
+	if waited := time.Since(t0); waited >= cluster.ProbeWait {
+		t.Fatalf("no-responders not noticed: waited %v", waited)
+	}
+
+	if _, err := vs[1].DeclareQueue(router.QueueDecl{QueueInfo: core.QueueInfo{Name: "mine"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vs[1].Bind(core.Binding{Source: "amq.topic", Dest: core.Dest{Kind: core.ToQueue, Name: "mine"}, Key: "k.#"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink()
+	if _, err := vs[1].Consume("mine", s, queue.ConsumeOptions{Tag: "t", NoAck: true}); err != nil {
+		t.Fatal(err)
+	}
+	untilHeard(t, s, func(n int) { pub("k.warm", fmt.Sprint("warm", n), false) })
+	if r := pub("k", "m1", true); r.Unroutable() || !r.Remote {
+		t.Fatalf("mandatory message the other gateway took: %+v", r)
+	}
+	if d := s.next(t); string(d.Msg.Body) != "m1" {
+		t.Fatalf("got %q", d.Msg.Body)
+	}
+	s.none(t, 300*time.Millisecond)
 }
