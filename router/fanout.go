@@ -205,13 +205,9 @@ func (v *VHost) PublishFromCluster(m *core.Message) int {
 	}
 	s := scratchPool.Get().(*routeScratch)
 	defer func() { s.reset(); scratchPool.Put(s) }()
-	v.mu.RLock()
-	ex := v.exchanges[m.Exchange]
-	if ex == nil {
-		v.mu.RUnlock()
-		return 0
+	if v.route(m, s, false) != nil {
+		return 0 // this node has no exchange of that name
 	}
-	v.routeLocked(ex, m, s, false)
 	local := s.queues[:0]
 	for _, q := range s.queues {
 		if !replicatedQueue(q.Config()) {
@@ -220,6 +216,5 @@ func (v *VHost) PublishFromCluster(m *core.Message) int {
 	}
 	clear(s.queues[len(local):])
 	s.queues = local
-	v.mu.RUnlock()
 	return v.enqueue(m, s, PublishOptions{}).Routed
 }

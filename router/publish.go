@@ -94,19 +94,9 @@ func (v *VHost) Publish(m *core.Message, o PublishOptions) (PublishResult, error
 	}
 	s := scratchPool.Get().(*routeScratch)
 	defer func() { s.reset(); scratchPool.Put(s) }()
-
-	v.mu.RLock()
-	ex := v.exchanges[m.Exchange]
-	if ex == nil {
-		v.mu.RUnlock()
-		return PublishResult{}, core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", m.Exchange, v.name)
+	if err := v.route(m, s, o.FromClient); err != nil {
+		return PublishResult{}, err
 	}
-	if ex.Internal && o.FromClient {
-		v.mu.RUnlock()
-		return PublishResult{}, core.Errorf(core.AccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", m.Exchange, v.name)
-	}
-	v.routeLocked(ex, m, s, false)
-	v.mu.RUnlock()
 
 	b := v.b
 	b.published.Add(1)
@@ -135,6 +125,21 @@ func (v *VHost) Publish(m *core.Message, o PublishOptions) (PublishResult, error
 		b.unroutable.Add(1)
 	}
 	return r, nil
+}
+
+// route collects the queues m reaches from its exchange into s.queues.
+func (v *VHost) route(m *core.Message, s *routeScratch, fromClient bool) error {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	ex := v.exchanges[m.Exchange]
+	if ex == nil {
+		return core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", m.Exchange, v.name)
+	}
+	if ex.Internal && fromClient {
+		return core.Errorf(core.AccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", m.Exchange, v.name)
+	}
+	v.routeLocked(ex, m, s, false)
+	return nil
 }
 
 // routeLocked collects the queues m reaches from ex into s.queues.
