@@ -292,13 +292,12 @@ func TestFanoutSlowNodeDropsNotDisconnects(t *testing.T) {
 	t.Logf("flood of %d: %d dropped by node 1, %d delivered", flood, dropped, before)
 }
 
-// TestFanoutNATSMode: two gateways (mode nats) on one standalone server:
-// no interest check before a publish there, so a mandatory message nobody
-// listens to learns it from the server's no-responders status at once; one
-// another gateway takes is delivered once and not reported unroutable.
-func TestFanoutNATSMode(t *testing.T) {
+// standaloneJetStream starts a one-server JetStream on loopback (with a
+// user and password unless user is empty), shut down with the test.
+func standaloneJetStream(t *testing.T, user, pass string) *server.Server {
+	t.Helper()
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Username: user, Password: pass})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +306,15 @@ func TestFanoutNATSMode(t *testing.T) {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
 	}
+	return srv
+}
+
+// TestFanoutNATSMode: two gateways (mode nats) on one standalone server:
+// no interest check before a publish there, so a mandatory message nobody
+// listens to learns it from the server's no-responders status at once; one
+// another gateway takes is delivered once and not reported unroutable.
+func TestFanoutNATSMode(t *testing.T) {
+	srv := standaloneJetStream(t, "", "")
 	var vs []*router.VHost
 	for i := range 2 {
 		n, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{srv.ClientURL()},

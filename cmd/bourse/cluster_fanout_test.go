@@ -124,6 +124,21 @@ func amqpRecv(t *testing.T, ch *amqp.Channel, q, name string) (*fanoutRecv, <-ch
 	return r, full
 }
 
+// amqpChannel opens an AMQP connection as guest to addr and a channel on it.
+func amqpChannel(t *testing.T, addr string) (*amqp.Connection, *amqp.Channel) {
+	t.Helper()
+	c, err := amqp.Dial("amqp://guest:guest@" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c, ch
+}
+
 // noResponders reports whether nobody in the cluster listens to subject,
 // asked through node's NATS server: a request nobody listens to gets the
 // server's "no responders" at once; one somebody listens to (a Bourse node,
@@ -157,18 +172,7 @@ func TestClusterFanoutAMQP(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
 	defer stop()
-	dial := func(i int) (*amqp.Connection, *amqp.Channel) {
-		t.Helper()
-		c, err := amqp.Dial("amqp://guest:guest@" + nodes[i]["amqp"] + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, ch
-	}
+	dial := func(i int) (*amqp.Connection, *amqp.Channel) { t.Helper(); return amqpChannel(t, nodes[i]["amqp"]) }
 	ca, a := dial(0)
 	defer ca.Close()
 	cb, b := dial(1)
@@ -412,15 +416,8 @@ func TestClusterFanoutMQTTAndSTOMP(t *testing.T) {
 			}
 		}
 	}()
-	conn, err := amqp.Dial("amqp://guest:guest@" + nodes[0]["amqp"] + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, ach := amqpChannel(t, nodes[0]["amqp"])
 	defer conn.Close()
-	ach, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
 	amqpPub := func(body string) {
 		if err := ach.PublishWithContext(context.Background(), "amq.topic", "alerts.fire", false, false,
 			amqp.Publishing{Body: []byte(body), Headers: amqp.Table{"x-origin": "amqp"}}); err != nil {

@@ -32,18 +32,7 @@ func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
 		addrs[i] = n["amqp"]
 	}
 
-	channel := func(i int) (*amqp.Connection, *amqp.Channel) {
-		t.Helper()
-		c, err := amqp.Dial("amqp://guest:guest@" + addrs[i] + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, ch
-	}
+	channel := func(i int) (*amqp.Connection, *amqp.Channel) { t.Helper(); return amqpChannel(t, addrs[i]) }
 	ca, a := channel(0)
 	defer ca.Close()
 	if err := a.ExchangeDeclare("orders", "topic", true, false, false, false, nil); err != nil {
@@ -179,8 +168,10 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 			}
 			select {
 			case err := <-done:
+				// Said before stop, which may fail the test itself.
+				t.Errorf("a node stopped before it was ready: %v", err)
 				stop()
-				t.Fatalf("a node stopped before it was ready: %v", err)
+				t.FailNow()
 			default:
 			}
 			if time.Now().After(deadline) {
