@@ -137,13 +137,14 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 		}()
 	}
 	stopped := false
+	running := 3 // nodes whose serve has not returned
 	stop := func() {
 		if stopped {
 			return
 		}
 		stopped = true
 		cancel()
-		for range 3 {
+		for range running {
 			select {
 			case err := <-done:
 				if err != nil {
@@ -168,10 +169,9 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 			}
 			select {
 			case err := <-done:
-				// Said before stop, which may fail the test itself.
-				t.Errorf("a node stopped before it was ready: %v", err)
+				running--
 				stop()
-				t.FailNow()
+				t.Fatalf("a node stopped before it was ready: %v", err)
 			default:
 			}
 			if time.Now().After(deadline) {
