@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"log/slog"
@@ -46,16 +47,22 @@ const (
 // '_', so any name or word is one valid, wildcard-free token, and AMQP
 // topic patterns map to NATS wildcards word for word.
 func FanoutSubject(vhost, exchange, key string) string {
-	var b strings.Builder
-	b.WriteString(fanPrefix(vhost, exchange))
-	b.WriteString(".k")
-	if key != "" {
-		for w := range strings.SplitSeq(key, ".") {
-			b.WriteByte('.')
-			b.WriteString(tok(w))
-		}
+	return string(appendKeySubject(nil, fanPrefix(vhost, exchange), key))
+}
+
+// appendKeySubject appends prefix's key subject for key to b (the tokens
+// of tok, without a string per word).
+func appendKeySubject(b []byte, prefix, key string) []byte {
+	b = append(b, prefix...)
+	b = append(b, ".k"...)
+	if key == "" {
+		return b
 	}
-	return b.String()
+	for w := range strings.SplitSeq(key, ".") {
+		b = append(b, '.', '_')
+		b = base64.RawURLEncoding.AppendEncode(b, []byte(w))
+	}
+	return b
 }
 
 // fanPrefix is the bare subject of an exchange: a message whose keys cannot
@@ -154,6 +161,9 @@ type Fanout struct {
 	probeMu sync.Mutex
 	probes  map[string]chan bool
 	probeN  atomic.Uint64
+
+	prefixes  sync.Map // [2]string{vhost, exchange} → fanPrefix
+	nprefixes atomic.Int64
 }
 
 type fanInterest struct {
@@ -257,15 +267,40 @@ func (f *Fanout) Interest(vhost string, i router.Interest, delta int) {
 	}
 }
 
+// prefix returns fanPrefix(vhost, exchange), remembered: it is computed
+// on every publish.
+func (f *Fanout) prefix(vhost, exchange string) string {
+	k := [2]string{vhost, exchange}
+	if p, ok := f.prefixes.Load(k); ok {
+		return p.(string)
+	}
+	p := fanPrefix(vhost, exchange)
+	if f.nprefixes.Add(1) > maxPrefixes {
+		// Exchanges come and go (auto-delete ones with generated names):
+		// start afresh rather than grow without bound.
+		f.prefixes.Clear()
+		f.nprefixes.Store(1)
+	}
+	f.prefixes.Store(k, p)
+	return p
+}
+
+// maxPrefixes bounds the remembered subject prefixes.
+const maxPrefixes = 1 << 14
+
 // Publish implements router.NodeFanout.
 func (f *Fanout) Publish(vhost string, m *core.Message, probe bool) bool {
-	subj := FanoutSubject(vhost, m.Exchange, m.RoutingKey)
+	prefix := f.prefix(vhost, m.Exchange)
+	var subj string
 	_, cc := m.Headers["CC"]
 	_, bcc := m.Headers["BCC"]
 	if cc || bcc {
 		// Routed by several keys: on the exchange's bare subject, which
 		// every node with interest in the exchange listens to.
-		subj = fanPrefix(vhost, m.Exchange)
+		subj = prefix
+	} else {
+		var buf [256]byte
+		subj = string(appendKeySubject(buf[:0], prefix, m.RoutingKey))
 	}
 	if f.acc != nil && !f.acc.SubscriptionInterest(subj) {
 		return false // nobody listens, anywhere in the cluster
