@@ -100,6 +100,8 @@
 //     headers exchanges and upstream exchanges take '<exchange>.>'. So
 //     the NATS servers forward a message only to the nodes whose bindings
 //     may take it, filtered by routing key for direct and topic exchanges.
+//     Cost: a node-local queue holds a subscription for its name, and one
+//     per distinct binding key (exchanges' bare subjects are shared).
 //   - Publish: the publishing node routes and delivers to its own queues
 //     itself, then publishes the message once (a 17-byte header: version,
 //     node id, sequence; then the storage/record codec) on the subject of
@@ -121,8 +123,8 @@
 //     Fanout.Dropped) is lost, as RabbitMQ's transient messages across a
 //     lost link. The node's other connections are not affected.
 //   - Interest propagation: a subscription reaches the other servers a
-//     moment (about a millisecond on a LAN) after the bind-ok; a message
-//     published elsewhere in that moment misses the new binding.
+//     moment after the bind-ok (as long as NATS takes to tell its routes);
+//     a message published elsewhere in that moment misses the new binding.
 //   - Mandatory: a mandatory message no queue on this node took is sent as
 //     a request; a node that delivered it to a queue answers, and the
 //     server's no-responders status says at once that nobody listens. No
@@ -130,9 +132,11 @@
 //     node that listens but takes nothing, e.g. a headers exchange whose
 //     bindings do not match, makes the publisher wait that second.)
 //   - Not fanned out: dead letters (they reach the DLX's queues on the
-//     node that dead-letters), and publishes to an exchange this node
-//     does not have (a transient exchange declared on another node only:
-//     declare it on each node, or durable). Alternate exchanges are
+//     node that dead-letters), publishes to an exchange this node does
+//     not have (a transient exchange declared on another node only:
+//     declare it on each node, or durable), and what reaches another
+//     node's queues only through a binding from a transient exchange of
+//     the publishing node. Alternate exchanges are
 //     chosen with this node's bindings: a message that only another
 //     node's node-local queue takes may also go to the alternate exchange.
 //     Stats count a message that only other nodes took as unroutable, and
