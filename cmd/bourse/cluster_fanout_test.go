@@ -278,6 +278,55 @@ func TestClusterFanoutAMQP(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 
+	// RPC with direct reply-to across nodes: the requester on B, the
+	// request through a shared queue, the responder on A.
+	if _, err := a.QueueDeclare("rpc", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ra2, err := ca.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests, err := ra2.Consume("rpc", "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for d := range requests {
+			_ = ra2.PublishWithContext(context.Background(), "", d.ReplyTo, false, false,
+				amqp.Publishing{CorrelationId: d.CorrelationId, Body: append([]byte("re:"), d.Body...)})
+		}
+	}()
+	rb2, err := cb.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	replies, err := rb2.Consume("amq.rabbitmq.reply-to", "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpcDeadline := time.Now().Add(20 * time.Second)
+	for attempt := 0; ; attempt++ {
+		// A request may come back before NATS has told A of B's interest:
+		// asked again, as an RPC client does after its timeout.
+		corr := fmt.Sprint("call-", attempt)
+		if err := rb2.PublishWithContext(context.Background(), "", "rpc", false, false,
+			amqp.Publishing{ReplyTo: "amq.rabbitmq.reply-to", CorrelationId: corr, Body: []byte("ping")}); err != nil {
+			t.Fatal(err)
+		}
+		var r amqp.Delivery
+		select {
+		case r = <-replies:
+		case <-time.After(2 * time.Second):
+		}
+		if string(r.Body) == "re:ping" && strings.HasPrefix(r.CorrelationId, "call-") {
+			break
+		}
+		if time.Now().After(rpcDeadline) {
+			t.Fatal("no direct reply-to answer from node A within 20s")
+		}
+	}
+
 	// Closing the consumers' connections takes the nodes' interest with it:
 	// nobody in the cluster listens to the subjects any more.
 	topicSubj := cluster.FanoutSubject("/", "amq.topic", "news.sport")
