@@ -136,12 +136,14 @@
 //     not have (a transient exchange declared on another node only:
 //     declare it on each node, or durable), and what reaches another
 //     node's queues only through a binding from a transient exchange of
-//     the publishing node. Alternate exchanges are
-//     chosen with this node's bindings: a message that only another
-//     node's node-local queue takes may also go to the alternate exchange.
-//     Stats count a message that only other nodes took as unroutable, and
-//     MQTT 5 answers such a QoS 1 publish with "no matching subscribers"
-//     (0x10, a success code).
+//     the publishing node. Alternate exchanges are chosen with this
+//     node's bindings: a message that only another node's node-local
+//     queue takes may also go to the alternate exchange.
+//   - A message that no queue here took but that, by the interest check,
+//     another node listens to is not unroutable (stats; MQTT 5 acknowledges
+//     it with success, not "no matching subscribers"). In nats mode, with
+//     no interest check, it is counted unroutable and MQTT 5 answers 0x10
+//     (a success code too); mandatory messages are probed in both modes.
 //
 // What is not shared yet: message counts (declare-ok, management API),
 // purge, x-max-length/overflow, priorities and single active consumer

@@ -28,7 +28,8 @@ type NodeFanout interface {
 	// Publish sends m, routed on this node already, to the nodes with
 	// interest in it. With probe (a mandatory message that no queue here
 	// took), it waits a bounded time and reports whether another node
-	// delivered it to a queue; without, it does not wait and reports false.
+	// delivered it to a queue; without, it does not wait, and reports
+	// whether it knows that another node listens to it.
 	Publish(vhost string, m *core.Message, probe bool) bool
 	// Interest adds (delta 1) or removes (delta -1) one reference to an
 	// interest of this node. It is called under the vhost's lock: it must

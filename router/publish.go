@@ -28,8 +28,9 @@ type PublishOptions struct {
 type PublishResult struct {
 	Routed   int  // queues the message was enqueued on
 	Rejected bool // a queue refused it (overflow)
-	// Remote: cluster mode, a mandatory message no queue here took was
-	// delivered by another node (see Fanout).
+	// Remote: cluster mode, another node took the message (a mandatory
+	// message no queue here took: another node said it delivered it), or
+	// listens to it (otherwise: as far as the Fanout knows; see NodeFanout).
 	Remote bool
 }
 

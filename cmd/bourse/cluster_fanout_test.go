@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,19 +55,23 @@ func (r *fanoutRecv) sawPrefix(p string) bool {
 	return false
 }
 
-// warmUp publishes "warm-<n>" until every receiver has one: NATS tells
+// warmUps numbers the warm-ups, so that each waits for its own messages.
+var warmUps atomic.Int32
+
+// warmUp publishes "warm<k>-<n>" until every receiver has one: NATS tells
 // the other servers of a new subscription asynchronously (about a
 // millisecond on loopback), so a binding made on one node reaches a
 // publish on another a moment after its bind-ok.
 func warmUp(t *testing.T, publish func(body string), recvs ...*fanoutRecv) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
+	prefix := fmt.Sprintf("warm%d-", warmUps.Add(1))
 	for n := 0; ; n++ {
-		publish(fmt.Sprintf("warm-%d", n))
+		publish(fmt.Sprintf("%s%d", prefix, n))
 		ready := true
 		for _, r := range recvs {
 			r.drain(50 * time.Millisecond)
-			ready = ready && r.sawPrefix("warm-")
+			ready = ready && r.sawPrefix(prefix)
 		}
 		if ready {
 			return
@@ -222,7 +227,7 @@ func TestClusterFanoutAMQP(t *testing.T) {
 	var d amqp.Delivery
 	select {
 	case d = <-db:
-		for strings.HasPrefix(string(d.Body), "warm-") {
+		for strings.HasPrefix(string(d.Body), "warm") {
 			d = <-db
 		}
 	case <-time.After(15 * time.Second):
@@ -446,6 +451,18 @@ func TestClusterFanoutMQTTAndSTOMP(t *testing.T) {
 	if len(rpa.got) != 0 {
 		t.Fatalf("the publisher's no-local subscription got %v", rpa.got)
 	}
+
+	// A QoS 1 publish only node B's subscriber takes: acknowledged as a
+	// success, not "no matching subscribers".
+	subscribe(sb, "remote/x", 1, false)
+	warmUp(t, func(body string) { publish("remote/x", 0, body, nil) }, rb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	resp, err := pa.Publish(ctx, &paho.Publish{Topic: "remote/x", QoS: 1, Payload: []byte("remote-only")})
+	cancel()
+	if err != nil || resp.ReasonCode != 0 {
+		t.Fatalf("QoS 1 publish taken on node B only: reason %v, %v", resp, err)
+	}
+	expectOnce(t, rb, "remote-only")
 
 	// STOMP /topic on node C, AMQP publish on node A.
 	sc, err := stomp.Dial("tcp", nodes[2]["stomp"], stomp.ConnOpt.Login("guest", "guest"), stomp.ConnOpt.Host("/"),
