@@ -288,28 +288,27 @@ func TestClusterFanoutAMQP(t *testing.T) {
 	if _, err := a.QueueDeclare("rpc", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	ra2, err := ca.Channel()
-	if err != nil {
-		t.Fatal(err)
+	// consumeOn opens a channel on c and consumes q on it, auto-ack.
+	consumeOn := func(c *amqp.Connection, q string) (*amqp.Channel, <-chan amqp.Delivery) {
+		t.Helper()
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, err := ch.Consume(q, "", true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch, ds
 	}
-	requests, err := ra2.Consume("rpc", "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ra2, requests := consumeOn(ca, "rpc")
 	go func() {
 		for d := range requests {
 			_ = ra2.PublishWithContext(context.Background(), "", d.ReplyTo, false, false,
 				amqp.Publishing{CorrelationId: d.CorrelationId, Body: append([]byte("re:"), d.Body...)})
 		}
 	}()
-	rb2, err := cb.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	replies, err := rb2.Consume("amq.rabbitmq.reply-to", "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rb2, replies := consumeOn(cb, "amq.rabbitmq.reply-to")
 	rpcDeadline := time.Now().Add(20 * time.Second)
 	for attempt := 0; ; attempt++ {
 		// A request may come back before NATS has told A of B's interest:
