@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
 	"github.com/bourse-mq/bourse/cluster"
@@ -396,16 +395,7 @@ func TestNodeReplaysTopologyBeforeReady(t *testing.T) {
 // user and password) on one standalone JetStream server: the bucket falls
 // back to one replica, and the topology is shared.
 func TestNATSModeOnStandaloneJetStream(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Username: "bourse", Password: "s3cret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv := standaloneJetStream(t, "bourse", "s3cret")
 	var brokers []*router.Broker
 	for i := range 2 {
 		n, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{srv.ClientURL()},

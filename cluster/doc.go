@@ -4,9 +4,14 @@
 //
 // It replicates the topology (router.Replicator, topology.go), keeps the
 // messages of shared durable queues in JetStream (router.SharedQueues,
-// queues.go), and shares users and permissions (users.go: the auth store's
-// records in the KV bucket bourse_users, applied on every node by a
-// watcher).
+// queues.go), carries messages to the node-local queues of other nodes
+// over core NATS (router.NodeFanout, fanout.go), and shares users and
+// permissions (users.go: the auth store's records in the KV bucket
+// bourse_users, applied on every node by a watcher).
+//
+// A node has three NATS connections: control (the topology bucket), data
+// (the shared queues' JetStream traffic) and fan-out (core NATS, no echo),
+// so that one slow path cannot get another's connection dropped.
 //
 // Topology:
 //
@@ -89,12 +94,77 @@
 //     ready messages from the consumer and terminates them (JetStream's
 //     own purge would also drop the unacknowledged ones).
 //
+// Fan-out to node-local queues (exclusive or non-durable queues: AMQP
+// exclusive and auto-delete consumers, MQTT clean sessions, STOMP /topic
+// subscriptions; and direct reply-to addresses):
+//
+//   - Interest: the router tells the Fanout, under the vhost's lock, of
+//     each binding from an exchange to a node-local queue, of each
+//     node-local queue (the default exchange routes to it by name), of
+//     each reply-to address, and of the exchanges upstream of those
+//     (exchange-to-exchange bindings, alternate exchanges). Each interest
+//     is refcounted and maps to core NATS subjects, each subscribed while
+//     an interest needs it: bourse.f.<vhost>.<exchange> (bare) and
+//     bourse.f.<vhost>.<exchange>.k.<word>… (FanoutSubject; every name and
+//     word a base64url token). A direct binding key is one exact subject;
+//     a topic pattern maps '*' to '*' and a final '#' to the pattern
+//     without it plus '.>', exactly as the router's matcher
+//     (fanout_subject_test.go checks it); '#' elsewhere, fanout and
+//     headers exchanges and upstream exchanges take '<exchange>.>'. So
+//     the NATS servers forward a message only to the nodes whose bindings
+//     may take it, filtered by routing key for direct and topic exchanges.
+//     Cost: a node-local queue holds a subscription for its name, and one
+//     per distinct binding key (exchanges' bare subjects are shared).
+//   - Publish: the publishing node routes and delivers to its own queues
+//     itself, then publishes the message once (a 17-byte header: version,
+//     node id, sequence; then the storage/record codec) on the subject of
+//     the exchange it was published to and its routing key, or on the
+//     bare subject when CC or BCC headers add keys. In embedded mode it
+//     first asks its server whether anyone in the cluster listens to that
+//     subject and sends nothing if not; in nats mode it always sends.
+//   - Receive: all subscriptions feed one buffered channel (8192
+//     messages) read by one goroutine, which drops the extra copies when
+//     several subscriptions match one message (per-sender sequence) and
+//     routes the message through this node's own bindings
+//     (VHost.PublishFromCluster) to its node-local queues only: never to
+//     shared queues or streams (the publishing node handled those) and
+//     never back to the fan-out (no loops). No echo: a node never
+//     receives its own publishes, so MQTT no-local works as on one node.
+//   - At most once: core NATS does not store; a message published while
+//     a link or node is down, or that a node cannot take (its buffer full:
+//     the NATS client drops it, the node logs it and counts it in
+//     Fanout.Dropped) is lost, as RabbitMQ's transient messages across a
+//     lost link. The node's other connections are not affected.
+//   - Interest propagation: a subscription reaches the other servers a
+//     moment after the bind-ok (as long as NATS takes to tell its routes);
+//     a message published elsewhere in that moment misses the new binding.
+//   - Mandatory: a mandatory message no queue on this node took is sent as
+//     a request; a node that delivered it to a queue answers, and the
+//     server's no-responders status says at once that nobody listens. No
+//     answer within ProbeWait (1 s) means unroutable: basic.return. (A
+//     node that listens but takes nothing, e.g. a headers exchange whose
+//     bindings do not match, makes the publisher wait that second.)
+//   - Not fanned out: dead letters (they reach the DLX's queues on the
+//     node that dead-letters), publishes to an exchange this node does
+//     not have (a transient exchange declared on another node only:
+//     declare it on each node, or durable), and what reaches another
+//     node's queues only through a binding from a transient exchange of
+//     the publishing node. Alternate exchanges are chosen with this
+//     node's bindings: a message that only another node's node-local
+//     queue takes may also go to the alternate exchange.
+//   - A message that no queue here took but that, by the interest check,
+//     another node listens to is not unroutable (stats; MQTT 5 acknowledges
+//     it with success, not "no matching subscribers"). In nats mode, with
+//     no interest check, it is counted unroutable and MQTT 5 answers 0x10
+//     (a success code too); mandatory messages are probed in both modes.
+//
 // What is not shared yet: x-max-length/overflow, priorities and single
 // active consumer act on each node's own share only; x-message-ttl counts from the
 // publish but is enforced only on messages a node pulled. A message a node
 // pulled for a consumer that left before it arrived comes back flagged
-// redelivered. Streams (x-queue-type stream), transient and exclusive
-// queues, and MQTT sessions and retained messages stay per node.
+// redelivered. Streams (x-queue-type stream), and MQTT sessions and
+// retained messages stay per node; transient and exclusive queues stay on
+// their node, reached from the others by the fan-out.
 //
 // In embedded mode (Node with ModeEmbedded) the process runs a nats-server
 // with JetStream and SyncAlways (sync_interval: always), so that a

@@ -71,9 +71,11 @@ type Node struct {
 	srv    *server.Server
 	nc     *nats.Conn // control: the topology
 	data   *nats.Conn // messages of the shared queues
+	fan    *nats.Conn // fan-out to node-local queues (no echo)
 	topo   *Topology
 	queues *Queues
 	users  *Users
+	fanout *Fanout
 	log    *slog.Logger
 }
 
@@ -146,6 +148,21 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
 	}
+	// And one for the fan-out, without echo: a node never receives its own
+	// fan-out publishes, and a node that does not keep up is cut off (and
+	// reconnects) without its control or JetStream connections.
+	if n.fan, err = nats.Connect(urls, append(connect, nats.Name(name+" fanout"), nats.NoEcho())...); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
+	var acc *server.Account
+	if n.srv != nil {
+		acc = n.srv.GlobalAccount()
+	}
+	if n.fanout, err = newFanout(n.fan, acc, o.Logger.With("component", "fanout")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: fan-out: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		n.Close()
@@ -184,6 +201,10 @@ func (n *Node) Users() *Users { return n.users }
 // router.SharedQueues).
 func (n *Node) Queues() *Queues { return n.queues }
 
+// Fanout returns the fan-out to the other nodes' node-local queues (a
+// router.NodeFanout); give it the broker with Attach.
+func (n *Node) Fanout() *Fanout { return n.fanout }
+
 // payloadOverhead is what a message's encoding (properties, headers)
 // adds to its body, at most, in a NATS payload: Bourse's header tables are
 // bounded by its frame size (128 KiB).
@@ -220,6 +241,12 @@ func (n *Node) Close() {
 	}
 	if n.queues != nil {
 		n.queues.Close()
+	}
+	if n.fanout != nil {
+		n.fanout.close()
+	}
+	if n.fan != nil {
+		n.fan.Close()
 	}
 	if n.data != nil {
 		// Flush first: the acknowledgements and naks just sent.

@@ -62,7 +62,10 @@ type Options struct {
 	// Replicator shares (durable, not exclusive, not streams) in the
 	// cluster, so that a message published on any node is consumed on
 	// any node. Needs Replicator.
-	Shared   SharedQueues
+	Shared SharedQueues
+	// Fanout, in cluster mode, carries messages to the node-local queues
+	// (exclusive, non-durable) of the other nodes. Needs Replicator.
+	Fanout   NodeFanout
 	Messages MessageStore // nil: messages are not persisted
 	Streams  StreamStore  // nil: streams cannot be declared
 	// OnConfirm, when set, is told how long each confirm of a message that
@@ -110,7 +113,7 @@ func New(opts Options) *Broker {
 	if opts.Replicator != nil {
 		opts.Meta = nil
 	} else {
-		opts.Shared = nil
+		opts.Shared, opts.Fanout = nil, nil
 	}
 	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
 	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)

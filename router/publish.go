@@ -28,10 +28,14 @@ type PublishOptions struct {
 type PublishResult struct {
 	Routed   int  // queues the message was enqueued on
 	Rejected bool // a queue refused it (overflow)
+	// Remote: cluster mode, another node took the message (a mandatory
+	// message no queue here took: another node said it delivered it), or
+	// listens to it (otherwise: as far as the Fanout knows; see NodeFanout).
+	Remote bool
 }
 
 // Unroutable reports whether no queue took the message.
-func (r PublishResult) Unroutable() bool { return r.Routed == 0 && !r.Rejected }
+func (r PublishResult) Unroutable() bool { return r.Routed == 0 && !r.Rejected && !r.Remote }
 
 // ErrRejected is the error Confirm receives when a queue refused a message.
 var ErrRejected = core.Errorf(core.ResourceError, "message rejected by a queue at its length limit")
@@ -91,19 +95,9 @@ func (v *VHost) Publish(m *core.Message, o PublishOptions) (PublishResult, error
 	}
 	s := scratchPool.Get().(*routeScratch)
 	defer func() { s.reset(); scratchPool.Put(s) }()
-
-	v.mu.RLock()
-	ex := v.exchanges[m.Exchange]
-	if ex == nil {
-		v.mu.RUnlock()
-		return PublishResult{}, core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", m.Exchange, v.name)
+	if err := v.route(m, s, o.FromClient); err != nil {
+		return PublishResult{}, err
 	}
-	if ex.Internal && o.FromClient {
-		v.mu.RUnlock()
-		return PublishResult{}, core.Errorf(core.AccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", m.Exchange, v.name)
-	}
-	v.routeLocked(ex, m, s, false)
-	v.mu.RUnlock()
 
 	b := v.b
 	b.published.Add(1)
@@ -125,10 +119,28 @@ func (v *VHost) Publish(m *core.Message, o PublishOptions) (PublishResult, error
 		}
 	}
 	r := v.enqueue(m, s, o)
+	if f := b.opts.Fanout; f != nil && f.Publish(v.name, m, o.Mandatory && r.Unroutable()) {
+		r.Remote = true
+	}
 	if r.Unroutable() {
 		b.unroutable.Add(1)
 	}
 	return r, nil
+}
+
+// route collects the queues m reaches from its exchange into s.queues.
+func (v *VHost) route(m *core.Message, s *routeScratch, fromClient bool) error {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	ex := v.exchanges[m.Exchange]
+	if ex == nil {
+		return core.Errorf(core.NotFound, "no exchange '%s' in vhost '%s'", m.Exchange, v.name)
+	}
+	if ex.Internal && fromClient {
+		return core.Errorf(core.AccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", m.Exchange, v.name)
+	}
+	v.routeLocked(ex, m, s, false)
+	return nil
 }
 
 // routeLocked collects the queues m reaches from ex into s.queues.
@@ -305,8 +317,14 @@ func (v *VHost) publishReplyTo(m *core.Message, o PublishOptions) (PublishResult
 	fn := v.replyTo[m.RoutingKey]
 	v.mu.RUnlock()
 	var r PublishResult
-	if fn != nil && fn(m) {
-		r.Routed = 1
+	switch {
+	case fn != nil:
+		if fn(m) {
+			r.Routed = 1
+		}
+	case v.b.opts.Fanout != nil:
+		// The requester may be on another node.
+		r.Remote = v.b.opts.Fanout.Publish(v.name, m, o.Mandatory)
 	}
 	if o.Confirm != nil {
 		o.Confirm(nil)

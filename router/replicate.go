@@ -136,7 +136,11 @@ func (b *Broker) ApplyExchange(vhost string, e ExchangeInfo) error {
 	if cur := v.exchanges[e.Name]; cur != nil {
 		return v.exchangeEquivalent(cur.ExchangeInfo, e)
 	}
-	v.exchanges[e.Name] = newExchange(e)
+	x := newExchange(e)
+	v.exchanges[e.Name] = x
+	if x.alternate != "" {
+		v.fanUpstreamLocked()
+	}
 	return nil
 }
 
@@ -211,7 +215,10 @@ func (b *Broker) ApplyBinding(vhost string, bd Binding) error {
 	if err != nil {
 		return err
 	}
-	_, err = src.addBinding(bd)
+	added, err := src.addBinding(bd)
+	if added {
+		v.fanBindingLocked(src, bd, 1)
+	}
 	return err
 }
 

@@ -39,6 +39,11 @@ type VHost struct {
 	exchanges map[string]*Exchange
 	queues    map[string]*queue.Queue
 	replyTo   map[string]ReplyFunc
+
+	// Cluster mode, with a Fanout: exchange → bindings from it to
+	// node-local queues, and the exchanges upstream of those (fanout.go).
+	fanLocal map[string]int
+	fanUp    map[string]bool
 }
 
 // ReplyFunc receives a message published to a direct reply-to address. It
@@ -46,7 +51,8 @@ type VHost struct {
 type ReplyFunc func(m *core.Message) bool
 
 func newVHost(b *Broker, name string) *VHost {
-	v := &VHost{name: name, b: b, exchanges: map[string]*Exchange{}, queues: map[string]*queue.Queue{}, replyTo: map[string]ReplyFunc{}}
+	v := &VHost{name: name, b: b, exchanges: map[string]*Exchange{}, queues: map[string]*queue.Queue{}, replyTo: map[string]ReplyFunc{},
+		fanLocal: map[string]int{}, fanUp: map[string]bool{}}
 	for _, e := range []ExchangeInfo{
 		{Name: DefaultExchange, Type: Direct, Durable: true},
 		{Name: AMQDirect, Type: Direct, Durable: true},
@@ -65,6 +71,7 @@ func (v *VHost) Name() string { return v.name }
 
 func (v *VHost) close() {
 	v.mu.Lock()
+	v.fanDropAllLocked()
 	qs := v.queues
 	v.queues = map[string]*queue.Queue{}
 	v.exchanges = map[string]*Exchange{}
@@ -121,7 +128,11 @@ func (v *VHost) DeclareExchange(d ExchangeDecl) error {
 			return core.Wrap(core.ResourceError, err, "persist exchange '%s'", d.Name)
 		}
 	}
-	v.exchanges[d.Name] = newExchange(d.ExchangeInfo)
+	e := newExchange(d.ExchangeInfo)
+	v.exchanges[d.Name] = e
+	if e.alternate != "" {
+		v.fanUpstreamLocked()
+	}
 	return nil
 }
 
@@ -213,8 +224,10 @@ func (v *VHost) deleteExchangeLocked(e *Exchange, remote bool) error {
 			return core.Wrap(core.ResourceError, err, "delete exchange '%s'", e.Name)
 		}
 	}
+	v.fanExchangeGoneLocked(e)
 	delete(v.exchanges, e.Name)
 	v.removeBindingsToLocked(Dest{Kind: ToExchange, Name: e.Name}, remote)
+	v.fanUpstreamLocked()
 	return nil
 }
 
@@ -233,6 +246,7 @@ func (v *VHost) unbindLocked(src *Exchange, b Binding, remote bool) bool {
 	if !src.removeBinding(b) {
 		return false
 	}
+	v.fanBindingLocked(src, b, -1)
 	if v.b.opts.Meta != nil && v.bindingDurableLocked(src, b.Dest) {
 		if err := v.b.opts.Meta.DeleteBinding(v.name, b); err != nil {
 			v.b.log.Error("delete binding from metadata store", "vhost", v.name, "source", b.Source, "err", err)
@@ -359,7 +373,11 @@ func (v *VHost) declareQueue(d QueueDecl) (DeclareOk, error) {
 			return DeclareOk{}, core.Wrap(core.ResourceError, err, "persist queue '%s'", d.Name)
 		}
 	}
-	v.queues[d.Name] = v.newQueueLocked(d, args, log)
+	q := v.newQueueLocked(d, args, log)
+	v.queues[d.Name] = q
+	if !replicatedQueue(q.Config()) {
+		v.fanQueueLocked(d.Name, 1)
+	}
 	return DeclareOk{Name: d.Name}, nil
 }
 
@@ -627,6 +645,9 @@ func (v *VHost) removeQueueLocked(q *queue.Queue, remote bool) error {
 		}
 	}
 	v.removeBindingsToLocked(Dest{Kind: ToQueue, Name: q.Name()}, remote)
+	if !replicatedQueue(q.Config()) {
+		v.fanQueueLocked(q.Name(), -1)
+	}
 	delete(v.queues, q.Name())
 	if q.IsStream() {
 		if err := v.b.opts.Streams.DeleteStream(v.name, q.Name()); err != nil {
@@ -752,6 +773,7 @@ func (v *VHost) bind(b Binding, conn core.ConnID) error {
 			return core.Wrap(core.ResourceError, err, "persist binding")
 		}
 	}
+	v.fanBindingLocked(src, b, 1)
 	return nil
 }
 
@@ -852,12 +874,21 @@ func (v *VHost) RegisterReplyTo(fn ReplyFunc) (string, func()) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	addr := fmt.Sprintf("%s.%s", ReplyToPrefix, base64.RawURLEncoding.EncodeToString(b[:]))
+	interest := Interest{Exchange: DefaultExchange, Kind: InterestKey, Key: addr}
 	v.mu.Lock()
 	v.replyTo[addr] = fn
+	if f := v.b.opts.Fanout; f != nil {
+		f.Interest(v.name, interest, 1)
+	}
 	v.mu.Unlock()
 	return addr, func() {
 		v.mu.Lock()
-		delete(v.replyTo, addr)
+		if _, ok := v.replyTo[addr]; ok {
+			delete(v.replyTo, addr)
+			if f := v.b.opts.Fanout; f != nil {
+				f.Interest(v.name, interest, -1)
+			}
+		}
 		v.mu.Unlock()
 	}
 }

@@ -98,20 +98,6 @@ func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
 // process on loopback (AMQP, MQTT and STOMP listeners on free ports) and
 // returns each node's ready file (listener addresses by protocol, and
 // "nats") and a stop function that waits for every node to stop.
-// amqpChannel dials an AMQP address as guest and opens a channel.
-func amqpChannel(t *testing.T, addr string) (*amqp.Connection, *amqp.Channel) {
-	t.Helper()
-	c, err := amqp.Dial("amqp://guest:guest@" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := c.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, ch
-}
-
 func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 	t.Helper()
 	dir := t.TempDir()
@@ -151,13 +137,14 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 		}()
 	}
 	stopped := false
+	running := 3 // nodes whose serve has not returned
 	stop := func() {
 		if stopped {
 			return
 		}
 		stopped = true
 		cancel()
-		for range 3 {
+		for range running {
 			select {
 			case err := <-done:
 				if err != nil {
@@ -182,6 +169,7 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 			}
 			select {
 			case err := <-done:
+				running--
 				stop()
 				t.Fatalf("a node stopped before it was ready: %v", err)
 			default:

@@ -151,8 +151,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	if node != nil {
 		ropts.Replicator = node.Topology()
 		ropts.Shared = node.Queues()
+		ropts.Fanout = node.Fanout()
 	}
 	broker := router.New(ropts)
+	if node != nil {
+		node.Fanout().Attach(broker)
+	}
 	if node == nil {
 		if err := broker.Restore(defs); err != nil {
 			return err
