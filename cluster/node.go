@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,7 @@ type Node struct {
 	data   *nats.Conn // messages of the shared queues
 	topo   *Topology
 	queues *Queues
+	mqtt   *MQTT
 	log    *slog.Logger
 }
 
@@ -162,8 +164,20 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	n.topo.shared = n.queues
+	node := o.NodeName
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	if n.mqtt, err = newMQTT(ctx, nc, js, node, replicas, timeout, o.Logger.With("component", "mqtt")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	return n, nil
 }
+
+// MQTT returns the MQTT sessions and retained messages shared by the
+// nodes (protocols/mqtt's Cluster).
+func (n *Node) MQTT() *MQTT { return n.mqtt }
 
 // Queues returns the store of the shared queues' messages (a
 // router.SharedQueues).
@@ -197,6 +211,9 @@ func (n *Node) ClientURL() string {
 // Close stops the topology watcher, closes the connection and shuts the
 // embedded server down.
 func (n *Node) Close() {
+	if n.mqtt != nil {
+		n.mqtt.Close()
+	}
 	if n.topo != nil {
 		n.topo.Close()
 	}

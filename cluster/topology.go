@@ -85,46 +85,54 @@ func OpenTopology(ctx context.Context, js jetstream.JetStream, o TopologyOptions
 }
 
 func openBucket(ctx context.Context, js jetstream.JetStream, o TopologyOptions) (jetstream.KeyValue, error) {
-	replicas := o.Replicas
-	if replicas <= 0 {
-		replicas = 3
+	return openKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Bourse topology: vhosts, exchanges, queues and bindings",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}, o.Logger)
+}
+
+// openKV binds a KV bucket, creating it with cfg if it does not exist.
+// Replicas 0 tries 3 and falls back to 1 when JetStream is not clustered.
+// JetStream may still be electing its leaders: it retries until ctx is
+// done.
+func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, log *slog.Logger) (jetstream.KeyValue, error) {
+	fixed := cfg.Replicas > 0
+	if !fixed {
+		cfg.Replicas = 3
 	}
 	backoff := 50 * time.Millisecond
 	for {
 		// Each attempt has its own deadline: while JetStream elects its
 		// meta leader, requests go unanswered rather than fail.
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		kv, err := js.KeyValue(actx, Bucket)
+		kv, err := js.KeyValue(actx, cfg.Bucket)
 		if err == nil {
 			cancel()
 			return kv, nil
 		}
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(actx, jetstream.KeyValueConfig{
-				Bucket:      Bucket,
-				Description: "Bourse topology: vhosts, exchanges, queues and bindings",
-				History:     1,
-				Storage:     jetstream.FileStorage,
-				Replicas:    replicas,
-			})
+			kv, err = js.CreateKeyValue(actx, cfg)
 			if err == nil {
 				cancel()
-				o.Logger.Info("created the topology bucket", "bucket", Bucket, "replicas", replicas)
+				log.Info("created a bucket", "bucket", cfg.Bucket, "replicas", cfg.Replicas)
 				return kv, nil
 			}
 			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && o.Replicas <= 0 && replicas > 1 {
-				o.Logger.Info("JetStream is not clustered: the topology bucket gets one replica")
-				replicas = 1
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && !fixed && cfg.Replicas > 1 {
+				log.Info("JetStream is not clustered: the bucket gets one replica", "bucket", cfg.Bucket)
+				cfg.Replicas = 1
 				cancel()
 				continue
 			}
 		}
 		cancel()
-		o.Logger.Debug("topology bucket not ready yet", "err", err)
+		log.Debug("bucket not ready yet", "bucket", cfg.Bucket, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("open topology bucket %s: %w (last error: %w)", Bucket, ctx.Err(), err)
+			return nil, fmt.Errorf("open bucket %s: %w (last error: %w)", cfg.Bucket, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Second)

@@ -31,6 +31,7 @@ type conn struct {
 	// readStop is closed when reading ends (closeRead): it releases a
 	// reader parked by flow control.
 	readStop   chan struct{}
+	closed     chan struct{} // closed once the connection is served to the end
 	transport  string // tcp, tls, websocket
 	unregister func() // from the broker's connection registry (reader goroutine)
 
@@ -118,6 +119,7 @@ func newConn(s *Server, raw net.Conn, id core.ConnID) *conn {
 		inflight:    map[uint16]inflightRef{},
 		maxInflight: s.opts.MaxInflight,
 		readStop:    make(chan struct{}),
+		closed:      make(chan struct{}),
 	}
 	c.ackCond.L = &c.mu
 	c.wcond.L = &c.wmu

@@ -60,6 +60,7 @@ type Server struct {
 	gate    netx.Gate        // shut while publishing is blocked (SetBlocked)
 	persist *persister       // nil without Options.Store
 	stored  []storage.Client // restored persistent sessions, for mochi
+	keys    keyLocks         // per session key, in a cluster
 }
 
 // New returns an MQTT server for broker b.
@@ -96,9 +97,15 @@ func New(b *router.Broker, opts Options) *Server {
 		SysTopicResendInterval:   int64(max(opts.SysInterval/time.Second, 1)),
 	})
 	s.retained.onChange = s.saveRetained
-	if opts.Store != nil {
-		s.persist = newPersister(s, opts.Store)
+	if opts.Cluster != nil {
+		s.opts.Store = opts.Cluster
+	}
+	if s.opts.Store != nil {
+		s.persist = newPersister(s, s.opts.Store)
 		s.restore()
+	}
+	if opts.Cluster != nil {
+		s.joinCluster()
 	}
 	if err := s.mochi.AddHook(&bridge{s: s}, nil); err != nil {
 		// bridge.Init cannot fail.
@@ -207,6 +214,7 @@ func (s *Server) WebSocketHandler() http.Handler {
 // the connection's reader: mochi reads, decodes and handles packets in it.
 func (s *Server) serveConn(nc net.Conn, listener string) {
 	c := newConn(s, nc, nextConnID())
+	defer close(c.closed)
 	c.transport = "tcp"
 	if listener == "ws" {
 		c.transport = "websocket"

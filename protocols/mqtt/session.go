@@ -31,6 +31,8 @@ type session struct {
 	owner     *conn // the connected client, nil while offline
 	ephemeral bool  // the session ends with its connection
 	gone      bool
+	moved     bool   // another node of the cluster took it: its record is not ours to write
+	claim     uint64 // the cluster's token for this node's hold on the session
 	subs      map[string]*subscription // by filter, as subscribed
 	will      *inbound                 // a will waiting for its delay
 	willFrom  core.Origin
@@ -133,6 +135,15 @@ var errNotOwner = errors.New("the session has moved to another connection")
 // connection's deliveries and requeueing what it held), or replaces it with
 // a new one, deciding exactly as mochi does.
 func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
+	var claim uint64
+	if s.opts.Cluster != nil {
+		unlock := s.keys.lock(cl.ID)
+		defer unlock()
+		var ok bool
+		if claim, ok = s.claimSession(c, cl.ID); !ok {
+			return
+		}
+	}
 	present := false
 	if old, ok := s.mochi.Clients.Get(cl.ID); ok {
 		present = !(pk.Connect.Clean || (old.Properties.Clean && old.Properties.ProtocolVersion < 5))
@@ -159,6 +170,9 @@ func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
 	ss.mu.Lock()
 	prev := ss.owner
 	ss.owner, ss.ephemeral = c, ephemeral
+	if claim != 0 {
+		ss.claim = claim
+	}
 	ss.stopConsumersLocked()
 	ss.cancelWillLocked()
 	ss.version, ss.clean = cl.Properties.ProtocolVersion, pk.Connect.Clean
@@ -374,7 +388,12 @@ func (ss *session) end(dropWill bool) {
 		return
 	}
 	ss.gone = true
-	ss.s.persist.del(bucketSessions, ss.key)
+	if !ss.moved {
+		ss.s.persist.del(bucketSessions, ss.key)
+		if cl := ss.s.opts.Cluster; cl != nil {
+			defer cl.Release(ss.key, ss.claim)
+		}
+	}
 	prev := ss.owner
 	ss.owner = nil
 	ss.stopConsumersLocked()
