@@ -172,9 +172,9 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	msgs := make(chan pahov3.Message, 100)
 	dial := func(addr string) (pahov3.Client, bool) {
 		t.Helper()
-		o := pahov3.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("meter-7").
+		o := pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("meter-7").
 			SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).
-			SetConnectTimeout(15*time.Second).SetKeepAlive(30*time.Second).
+			SetConnectTimeout(15 * time.Second).SetKeepAlive(30 * time.Second).
 			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
 		c := pahov3.NewClient(o)
 		tok := c.Connect()

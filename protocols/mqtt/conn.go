@@ -32,8 +32,8 @@ type conn struct {
 	// reader parked by flow control.
 	readStop   chan struct{}
 	closed     chan struct{} // closed once the connection is served to the end
-	transport  string // tcp, tls, websocket
-	unregister func() // from the broker's connection registry (reader goroutine)
+	transport  string        // tcp, tls, websocket
+	unregister func()        // from the broker's connection registry (reader goroutine)
 
 	// Facts of the CONNECT, written by the reader goroutine before the
 	// session exists (and so before any other goroutine reads them).

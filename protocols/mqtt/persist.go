@@ -39,9 +39,9 @@ type persister struct {
 	kv      Store
 	flushMu sync.Mutex // one flush at a time, so that writes keep their order
 	mu      sync.Mutex
-	dirty map[[2]string][]byte // bucket, key → value; nil value = delete
-	stop  chan struct{}
-	done  chan struct{}
+	dirty   map[[2]string][]byte // bucket, key → value; nil value = delete
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newPersister(s *Server, kv Store) *persister {

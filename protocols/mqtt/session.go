@@ -31,8 +31,8 @@ type session struct {
 	owner     *conn // the connected client, nil while offline
 	ephemeral bool  // the session ends with its connection
 	gone      bool
-	moved     bool   // another node of the cluster took it: its record is not ours to write
-	claim     uint64 // the cluster's token for this node's hold on the session
+	moved     bool                     // another node of the cluster took it: its record is not ours to write
+	claim     uint64                   // the cluster's token for this node's hold on the session
 	subs      map[string]*subscription // by filter, as subscribed
 	will      *inbound                 // a will waiting for its delay
 	willFrom  core.Origin
