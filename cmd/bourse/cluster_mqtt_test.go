@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 )
 
@@ -124,6 +127,34 @@ func retainedOn(t *testing.T, addr, filter string, wait time.Duration) []string 
 	}
 }
 
+// sessionStreams lists the JetStream streams of the subscription queues of
+// MQTT client id.
+func sessionStreams(t *testing.T, natsURL, clientID string) []string {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []string
+	names := js.StreamNames(ctx)
+	for n := range names.Name() {
+		if strings.HasPrefix(n, "bourse_q_mqtt-subscription-"+clientID+"-") {
+			out = append(out, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // TestClusterMQTTRetained: a retained message published on one node is
 // sent to a new subscriber on every node; an empty retained publish on
 // another node clears it everywhere.
@@ -191,6 +222,9 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 	a.Disconnect(250)
+	if got := sessionStreams(t, nodes[1]["nats"], "meter-7"); len(got) != 1 {
+		t.Fatalf("streams of the session's queue: %v, want one", got)
+	}
 
 	pub := dialMQTT5(t, nodes[2]["mqtt"], "", nil)
 	for i := range 5 {
@@ -237,6 +271,28 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 	b.Disconnect(250)
+
+	// A clean start on node C ends the session: a persistent connect on
+	// node A afterwards finds none, and what is published meanwhile is
+	// not kept for it.
+	o := pahov3.NewClientOptions().AddBroker("tcp://"+nodes[2]["mqtt"]).SetClientID("meter-7").
+		SetCleanSession(true).SetAutoReconnect(false).SetProtocolVersion(4).SetConnectTimeout(15*time.Second)
+	c := pahov3.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("clean connect on node C: %v", tok.Error())
+	} else if tok.(*pahov3.ConnectToken).SessionPresent() {
+		t.Fatal("clean start reported a session present")
+	}
+	c.Disconnect(250)
+	waitFor(t, "the ended session's queue deleted in the cluster", func() bool {
+		return len(sessionStreams(t, nodes[0]["nats"], "meter-7")) == 0
+	})
+	a, present = dial(nodes[0]["mqtt"])
+	defer a.Disconnect(250)
+	if present {
+		t.Fatal("the session ended by a clean start is present on node A")
+	}
+	a.Disconnect(250)
 	pub.close()
 	stop()
 }
@@ -305,6 +361,89 @@ func TestClusterMQTTTakeover(t *testing.T) {
 	first.close()
 	second.close()
 	third.close()
+	pub.close()
+	stop()
+}
+
+// TestClusterMQTTTakeoverRace: two connections with one client id racing
+// on two nodes, a few rounds: each time exactly one of them is left
+// connected, and it alone receives what is published next, once.
+func TestClusterMQTTTakeoverRace(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	nodes, stop := startServeCluster(t)
+	defer stop()
+	expiry := uint32(300)
+	pub := dialMQTT5(t, nodes[0]["mqtt"], "", nil)
+	for round := range 3 {
+		var clients [2]*mqtt5
+		done := make(chan int, 2)
+		for i := range 2 {
+			go func() {
+				// dialMQTT5 may not call t.Fatal off the test goroutine:
+				// connect here, check below.
+				nc, err := net.Dial("tcp", nodes[1+i]["mqtt"])
+				if err != nil {
+					done <- i
+					return
+				}
+				m := &mqtt5{t: t, msgs: make(chan *paho.Publish, 100), discs: make(chan *paho.Disconnect, 1)}
+				m.c = paho.NewClient(paho.ClientConfig{Conn: nc,
+					OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+						m.msgs <- pr.Packet
+						return true, nil
+					}},
+					OnServerDisconnect: func(d *paho.Disconnect) { m.discs <- d },
+				})
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				if m.ca, err = m.c.Connect(ctx, &paho.Connect{ClientID: "racer", CleanStart: false, KeepAlive: 30,
+					Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err == nil {
+					clients[i] = m
+				}
+				done <- i
+			}()
+		}
+		<-done
+		<-done
+		for _, m := range clients {
+			if m != nil {
+				t.Cleanup(m.close)
+			}
+		}
+		alive := func() []int {
+			var out []int
+			for i, m := range clients {
+				if m == nil {
+					continue
+				}
+				select {
+				case <-m.c.Done():
+				default:
+					out = append(out, i)
+				}
+			}
+			return out
+		}
+		waitFor(t, fmt.Sprintf("round %d: one connection left", round), func() bool { return len(alive()) == 1 })
+		winner := clients[alive()[0]]
+		if round == 0 {
+			winner.subscribe("race/#", 1)
+		}
+		pub.publish("race/x", 1, false, fmt.Sprint("round ", round))
+		if p := winner.next(15 * time.Second); string(p.Payload) != fmt.Sprint("round ", round) {
+			t.Fatalf("round %d: got %q", round, p.Payload)
+		}
+		winner.none(300 * time.Millisecond)
+		if len(alive()) != 1 {
+			t.Fatalf("round %d: %d connections alive after the publish", round, len(alive()))
+		}
+		for _, m := range clients {
+			if m != nil && m != winner {
+				m.none(0)
+			}
+		}
+		winner.close()
+	}
 	pub.close()
 	stop()
 }
