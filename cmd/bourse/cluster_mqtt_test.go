@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/bourse-mq/bourse/internal/config"
 )
 
 // mqtt5 is a paho MQTT 5 client of a cluster test.
@@ -446,4 +453,188 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 	}
 	pub.close()
 	stop()
+}
+
+// nodeSet runs three `bourse serve --cluster embedded` in process, each
+// of which can be stopped and started again on its data directory.
+type nodeSet struct {
+	t      *testing.T
+	cfgs   [3]config.Config
+	ready  [3]string
+	cancel [3]context.CancelFunc
+	done   [3]chan error
+	addrs  [3]map[string]string
+}
+
+func newNodeSet(t *testing.T) *nodeSet {
+	t.Helper()
+	dir := t.TempDir()
+	ns := &nodeSet{t: t}
+	var routes []string
+	var ls []net.Listener
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		routes = append(routes, "nats://"+l.Addr().String())
+	}
+	for i := range 3 {
+		cfg := config.Default()
+		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("n%d", i))
+		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0"}
+		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
+			Listen: "127.0.0.1:0", RouteListen: ls[i].Addr().String(), Routes: routes,
+			StartTimeout: config.Duration(45 * time.Second)}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		ns.cfgs[i] = cfg
+		ns.ready[i] = filepath.Join(dir, fmt.Sprintf("ready%d.json", i))
+		ls[i].Close()
+	}
+	t.Cleanup(func() {
+		for i := range 3 {
+			ns.stop(i)
+		}
+	})
+	for i := range 3 {
+		ns.start(i)
+	}
+	for i := range 3 {
+		ns.waitReady(i)
+	}
+	return ns
+}
+
+// start starts node i; waitReady waits for it.
+func (ns *nodeSet) start(i int) {
+	_ = os.Remove(ns.ready[i])
+	ctx, cancel := context.WithCancel(context.Background())
+	ns.cancel[i], ns.done[i] = cancel, make(chan error, 1)
+	cfg, done := ns.cfgs[i], ns.done[i]
+	go func() {
+		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ns.ready[i], new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+	}()
+}
+
+func (ns *nodeSet) waitReady(i int) {
+	ns.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var a map[string]string
+		if b, err := os.ReadFile(ns.ready[i]); err == nil && json.Unmarshal(b, &a) == nil {
+			ns.addrs[i] = a
+			return
+		}
+		select {
+		case err := <-ns.done[i]:
+			ns.done[i] <- err
+			ns.t.Fatalf("node %d stopped before it was ready: %v", i, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.t.Fatalf("node %d never ready", i)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop stops node i and waits for it.
+func (ns *nodeSet) stop(i int) {
+	if ns.cancel[i] == nil {
+		return
+	}
+	ns.cancel[i]()
+	ns.cancel[i] = nil
+	select {
+	case err := <-ns.done[i]:
+		if err != nil {
+			ns.t.Errorf("node %d: serve returned %v", i, err)
+		}
+	case <-time.After(30 * time.Second):
+		ns.t.Errorf("node %d took too long to stop", i)
+	}
+}
+
+// TestClusterMQTTSessionAcrossNodeRestarts: a session held by a node that
+// is down is taken on another node (present, with what was queued
+// meanwhile); a node that restarts finds the sessions it still holds, and
+// not those another node took while it was down.
+func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ns := newNodeSet(t)
+	msgs := make(chan pahov3.Message, 100)
+	dial := func(i int, id string) (pahov3.Client, bool) {
+		t.Helper()
+		o := pahov3.NewClientOptions().AddBroker("tcp://"+ns.addrs[i]["mqtt"]).SetClientID(id).
+			SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).
+			SetConnectTimeout(20*time.Second).SetKeepAlive(30*time.Second).
+			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
+		c := pahov3.NewClient(o)
+		tok := c.Connect()
+		if !tok.WaitTimeout(25*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s to node %d: %v", id, i, tok.Error())
+		}
+		return c, tok.(*pahov3.ConnectToken).SessionPresent()
+	}
+	subscribe := func(c pahov3.Client, filter string) {
+		t.Helper()
+		if tok := c.Subscribe(filter, 1, nil); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+	}
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if string(m.Payload()) != want {
+				t.Fatalf("got %q, want %q", m.Payload(), want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%q not delivered", want)
+		}
+	}
+	// "roamer" and "homebody" both start on node 0.
+	c, _ := dial(0, "roamer")
+	subscribe(c, "roam/#")
+	c.Disconnect(250)
+	c, _ = dial(0, "homebody")
+	subscribe(c, "home/#")
+	c.Disconnect(250)
+
+	ns.stop(0)
+	pub := dialMQTT5(t, ns.addrs[1]["mqtt"], "", nil)
+	pub.publish("roam/1", 1, false, "while node 0 was down")
+	c, present := dial(2, "roamer")
+	if !present {
+		t.Fatal("the session of a node that is down not present on node 2")
+	}
+	expect("while node 0 was down")
+	c.Disconnect(250)
+
+	ns.start(0)
+	ns.waitReady(0)
+	// Node 0 holds "homebody" still: present there, with its subscription.
+	c, present = dial(0, "homebody")
+	if !present {
+		t.Fatal("node 0 lost the session it held across its restart")
+	}
+	pub.publish("home/1", 1, false, "home again")
+	expect("home again")
+	c.Disconnect(250)
+	// "roamer" is node 2's now; taking it back on node 0 works as any
+	// takeover, and finds what was queued.
+	pub.publish("roam/1", 1, false, "back")
+	c, present = dial(0, "roamer")
+	if !present {
+		t.Fatal("roamer not present on node 0")
+	}
+	expect("back")
+	c.Disconnect(250)
+	pub.close()
+	for i := range 3 {
+		ns.stop(i)
+	}
 }
