@@ -638,3 +638,44 @@ func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 		ns.stop(i)
 	}
 }
+
+// TestClusterMQTTSharedSubscription: members of a shared subscription
+// group on two nodes share its messages, and when the members on one node
+// leave, the group's queue stays for the member on the other.
+func TestClusterMQTTSharedSubscription(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	nodes, stop := startServeCluster(t)
+	defer stop()
+	a := dialMQTT5(t, nodes[0]["mqtt"], "worker-a", nil)
+	a.subscribe("$share/workers/jobs/#", 1)
+	b := dialMQTT5(t, nodes[1]["mqtt"], "worker-b", nil)
+	b.subscribe("$share/workers/jobs/#", 1)
+	pub := dialMQTT5(t, nodes[2]["mqtt"], "", nil)
+	const n = 20
+	for i := range n {
+		pub.publish("jobs/x", 1, false, fmt.Sprint(i))
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		var p *paho.Publish
+		select {
+		case p = <-a.msgs:
+		case p = <-b.msgs:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("only %d of %d jobs delivered", len(seen), n)
+		}
+		if seen[string(p.Payload)] {
+			t.Fatalf("job %q delivered twice", p.Payload)
+		}
+		seen[string(p.Payload)] = true
+	}
+	a.close()
+	pub.publish("jobs/x", 1, false, "after a left")
+	if p := b.next(15 * time.Second); string(p.Payload) != "after a left" {
+		t.Fatalf("got %q", p.Payload)
+	}
+	b.none(300 * time.Millisecond)
+	b.close()
+	pub.close()
+	stop()
+}

@@ -505,7 +505,7 @@ func (s *Server) acquireQueue(v *router.VHost, sub *subscription) error {
 }
 
 // releaseQueue deletes a subscription's queue, a shared group's once its
-// last session leaves it.
+// last session leaves it (in a cluster, never: see below).
 func (s *Server) releaseQueue(v *router.VHost, sub *subscription) {
 	if sub.group != "" {
 		s.sharedMu.Lock()
@@ -516,6 +516,11 @@ func (s *Server) releaseQueue(v *router.VHost, sub *subscription) {
 			return
 		}
 		delete(s.sharedRefs, k)
+		if s.opts.Cluster != nil {
+			// Members on other nodes may still use it (this node counts
+			// only its own): the group's queue stays.
+			return
+		}
 	}
 	if _, err := v.DeleteQueue(sub.queue, false, false, sub.excl); err != nil && core.KindOf(err) != core.NotFound {
 		s.log.Warn("cannot delete subscription queue", "vhost", v.Name(), "queue", sub.queue, "err", err)
