@@ -2,9 +2,10 @@
 // router's interfaces; the adapters never import it, and only cmd/bourse
 // wires it in.
 //
-// It does two things: it replicates the topology (router.Replicator,
-// topology.go) and it keeps the messages of shared durable queues in
-// JetStream (router.SharedQueues, queues.go).
+// It does three things: it replicates the topology (router.Replicator,
+// topology.go), it keeps the messages of shared durable queues in
+// JetStream (router.SharedQueues, queues.go), and it shares MQTT sessions
+// and retained messages (protocols/mqtt's Cluster, mqtt.go).
 //
 // Topology:
 //
@@ -75,13 +76,41 @@
 //     with messages in hand come back to the other nodes after it.
 //   - basic.get pulls one message at once if the stream has one ready.
 //
+// MQTT (mqtt.go):
+//
+//   - Buckets: "bourse_mqtt_sessions" (a persistent session's record:
+//     client id, vhost, expiry, subscriptions with their options, written
+//     by the node holding it), "bourse_mqtt_retained" (one key per vhost
+//     and topic) and "bourse_mqtt_owners" (which node holds each session:
+//     {"node": name}). Keys are the adapter's keys as one token (tok),
+//     values the adapter's JSON. History 1, replicas as the topology's.
+//   - Retained: every node watches the retained bucket and applies each
+//     change to its index (WatchRecords; resubscribed from the last
+//     revision if its consumer goes away).
+//   - Takeover: a CONNECT claims the client id with a compare-and-set on
+//     its owner key (Claim), then asks the previous holder, by a core NATS
+//     request on "bourse.mqtt.takeover.<node token>", to let the session
+//     go; the holder closes the connection (MQTT 5: DISCONNECT 0x8E),
+//     gives its deliveries back, writes the record and answers, and only
+//     then does the new node read the record, so CONNACK says session
+//     present with the subscriptions in place. A holder that does not
+//     answer within 5 s (down: no responders, at once) is passed over.
+//     Racing claims are ordered by the owner key's revision: a holder asked
+//     by a later claim lets go, a claim overtaken while it is being written
+//     fails (that connection is closed), so one connection is left.
+//     Reads of owner keys and session records go to the stream leader
+//     (STREAM.MSG.GET, not a direct get that a lagging replica answers).
+//   - The messages of persistent sessions are their subscription queues'
+//     (shared queues, above): one stream and one consumer per persistent
+//     subscription, each a Raft group at R3.
+//
 // What is not shared yet: message counts (declare-ok, management API),
 // purge, x-max-length/overflow, priorities and single active consumer
 // act on each node's own share only; x-message-ttl counts from the
 // publish but is enforced only on messages a node pulled. A message a node
 // pulled for a consumer that left before it arrived comes back flagged
 // redelivered. Streams (x-queue-type stream), transient and exclusive
-// queues, and MQTT sessions and retained messages stay per node.
+// queues (so clean MQTT sessions' subscriptions) stay per node.
 //
 // In embedded mode (Node with ModeEmbedded) the process runs a nats-server
 // with JetStream and SyncAlways (sync_interval: always), so that a
