@@ -2,13 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
-
-	"github.com/bourse-mq/bourse/internal/config"
 )
 
 // mqtt5 is a paho MQTT 5 client of a cluster test.
@@ -33,9 +26,19 @@ type mqtt5 struct {
 
 func dialMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect) *mqtt5 {
 	t.Helper()
+	m, err := connectMQTT5(t, addr, clientID, cp)
+	if err != nil {
+		t.Fatalf("connect %s to %s: %v", clientID, addr, err)
+	}
+	t.Cleanup(m.close)
+	return m
+}
+
+// connectMQTT5 connects without failing the test (for other goroutines).
+func connectMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect) (*mqtt5, error) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	m := &mqtt5{t: t, msgs: make(chan *paho.Publish, 1000), discs: make(chan *paho.Disconnect, 1)}
 	m.c = paho.NewClient(paho.ClientConfig{
@@ -50,13 +53,40 @@ func dialMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect) *mqtt5 {
 		cp = &paho.Connect{CleanStart: true, KeepAlive: 30}
 	}
 	cp.ClientID = clientID
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if m.ca, err = m.c.Connect(ctx, cp); err != nil {
-		t.Fatalf("connect %s to %s: %v", clientID, addr, err)
+		return nil, err
 	}
-	t.Cleanup(m.close)
-	return m
+	return m, nil
+}
+
+// dialMQTT3 connects a paho MQTT 3.1.1 client whose messages go to msgs,
+// and reports CONNACK's session present.
+func dialMQTT3(t *testing.T, addr, clientID string, clean bool, msgs chan pahov3.Message) (pahov3.Client, bool) {
+	t.Helper()
+	o := pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).
+		SetCleanSession(clean).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).
+		SetConnectTimeout(20 * time.Second).SetKeepAlive(30 * time.Second).
+		SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
+	c := pahov3.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(25*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s to %s: %v", clientID, addr, tok.Error())
+	}
+	t.Cleanup(func() {
+		if c.IsConnected() {
+			c.Disconnect(250)
+		}
+	})
+	return c, tok.(*pahov3.ConnectToken).SessionPresent()
+}
+
+func subscribeMQTT3(t *testing.T, c pahov3.Client, filter string) {
+	t.Helper()
+	if tok := c.Subscribe(filter, 1, nil); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
 }
 
 func (m *mqtt5) close() {
@@ -208,26 +238,12 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	defer stop()
 
 	msgs := make(chan pahov3.Message, 100)
-	dial := func(addr string) (pahov3.Client, bool) {
-		t.Helper()
-		o := pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("meter-7").
-			SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).
-			SetConnectTimeout(15 * time.Second).SetKeepAlive(30 * time.Second).
-			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
-		c := pahov3.NewClient(o)
-		tok := c.Connect()
-		if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect to %s: %v", addr, tok.Error())
-		}
-		return c, tok.(*pahov3.ConnectToken).SessionPresent()
-	}
+	dial := func(addr string) (pahov3.Client, bool) { return dialMQTT3(t, addr, "meter-7", false, msgs) }
 	a, present := dial(nodes[0]["mqtt"])
 	if present {
 		t.Fatal("a new session reported present")
 	}
-	if tok := a.Subscribe("meters/7/#", 1, nil); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	subscribeMQTT3(t, a, "meters/7/#")
 	a.Disconnect(250)
 	if got := sessionStreams(t, nodes[1]["nats"], "meter-7"); len(got) != 1 {
 		t.Fatalf("streams of the session's queue: %v, want one", got)
@@ -282,12 +298,8 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	// A clean start on node C ends the session: a persistent connect on
 	// node A afterwards finds none, and what is published meanwhile is
 	// not kept for it.
-	o := pahov3.NewClientOptions().AddBroker("tcp://"+nodes[2]["mqtt"]).SetClientID("meter-7").
-		SetCleanSession(true).SetAutoReconnect(false).SetProtocolVersion(4).SetConnectTimeout(15*time.Second)
-	c := pahov3.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
-		t.Fatalf("clean connect on node C: %v", tok.Error())
-	} else if tok.(*pahov3.ConnectToken).SessionPresent() {
+	c, present := dialMQTT3(t, nodes[2]["mqtt"], "meter-7", true, msgs)
+	if present {
 		t.Fatal("clean start reported a session present")
 	}
 	c.Disconnect(250)
@@ -302,6 +314,23 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	a.Disconnect(250)
 	pub.close()
 	stop()
+}
+
+// takenOver checks that old was sent DISCONNECT 0x8E (session taken over)
+// and that by found the session present.
+func takenOver(t *testing.T, old, by *mqtt5) {
+	t.Helper()
+	select {
+	case d := <-old.discs:
+		if d.ReasonCode != 0x8E {
+			t.Fatalf("the old connection got DISCONNECT %#x, want 0x8E", d.ReasonCode)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the old connection not told of the takeover")
+	}
+	if !by.ca.SessionPresent {
+		t.Fatal("session not present for the connection that took it over")
+	}
 }
 
 // TestClusterMQTTTakeover: a client connected on node A connects with the
@@ -320,17 +349,7 @@ func TestClusterMQTTTakeover(t *testing.T) {
 	first.subscribe("alerts/#", 1)
 
 	second := dialMQTT5(t, nodes[1]["mqtt"], "twin", persistent())
-	select {
-	case d := <-first.discs:
-		if d.ReasonCode != 0x8E {
-			t.Fatalf("first connection got DISCONNECT %#x, want 0x8E", d.ReasonCode)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("first connection not told of the takeover")
-	}
-	if !second.ca.SessionPresent {
-		t.Fatal("session not present on node B")
-	}
+	takenOver(t, first, second)
 	pub := dialMQTT5(t, nodes[2]["mqtt"], "", nil)
 	const n = 20
 	for i := range n {
@@ -349,17 +368,7 @@ func TestClusterMQTTTakeover(t *testing.T) {
 
 	// And back: a third connection on node C takes it from B.
 	third := dialMQTT5(t, nodes[2]["mqtt"], "twin", persistent())
-	select {
-	case d := <-second.discs:
-		if d.ReasonCode != 0x8E {
-			t.Fatalf("second connection got DISCONNECT %#x, want 0x8E", d.ReasonCode)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("second connection not told of the takeover")
-	}
-	if !third.ca.SessionPresent {
-		t.Fatal("session not present on node C")
-	}
+	takenOver(t, second, third)
 	pub.publish("alerts/fire", 1, false, "after")
 	if p := third.next(15 * time.Second); string(p.Payload) != "after" {
 		t.Fatalf("got %q, want after", p.Payload)
@@ -386,25 +395,9 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 		done := make(chan int, 2)
 		for i := range 2 {
 			go func() {
-				// dialMQTT5 may not call t.Fatal off the test goroutine:
-				// connect here, check below.
-				nc, err := net.Dial("tcp", nodes[1+i]["mqtt"])
-				if err != nil {
-					done <- i
-					return
-				}
-				m := &mqtt5{t: t, msgs: make(chan *paho.Publish, 100), discs: make(chan *paho.Disconnect, 1)}
-				m.c = paho.NewClient(paho.ClientConfig{Conn: nc,
-					OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-						m.msgs <- pr.Packet
-						return true, nil
-					}},
-					OnServerDisconnect: func(d *paho.Disconnect) { m.discs <- d },
-				})
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				if m.ca, err = m.c.Connect(ctx, &paho.Connect{ClientID: "racer", CleanStart: false, KeepAlive: 30,
-					Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err == nil {
+				m, err := connectMQTT5(t, nodes[1+i]["mqtt"], "racer", &paho.Connect{CleanStart: false, KeepAlive: 30,
+					Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+				if err == nil {
 					clients[i] = m
 				}
 				done <- i
@@ -455,109 +448,6 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 	stop()
 }
 
-// nodeSet runs three `bourse serve --cluster embedded` in process, each
-// of which can be stopped and started again on its data directory.
-type nodeSet struct {
-	t      *testing.T
-	cfgs   [3]config.Config
-	ready  [3]string
-	cancel [3]context.CancelFunc
-	done   [3]chan error
-	addrs  [3]map[string]string
-}
-
-func newNodeSet(t *testing.T) *nodeSet {
-	t.Helper()
-	dir := t.TempDir()
-	ns := &nodeSet{t: t}
-	var routes []string
-	var ls []net.Listener
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		routes = append(routes, "nats://"+l.Addr().String())
-	}
-	for i := range 3 {
-		cfg := config.Default()
-		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("n%d", i))
-		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0"}
-		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
-			Listen: "127.0.0.1:0", RouteListen: ls[i].Addr().String(), Routes: routes,
-			StartTimeout: config.Duration(45 * time.Second)}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		ns.cfgs[i] = cfg
-		ns.ready[i] = filepath.Join(dir, fmt.Sprintf("ready%d.json", i))
-		ls[i].Close()
-	}
-	t.Cleanup(func() {
-		for i := range 3 {
-			ns.stop(i)
-		}
-	})
-	for i := range 3 {
-		ns.start(i)
-	}
-	for i := range 3 {
-		ns.waitReady(i)
-	}
-	return ns
-}
-
-// start starts node i; waitReady waits for it.
-func (ns *nodeSet) start(i int) {
-	_ = os.Remove(ns.ready[i])
-	ctx, cancel := context.WithCancel(context.Background())
-	ns.cancel[i], ns.done[i] = cancel, make(chan error, 1)
-	cfg, done := ns.cfgs[i], ns.done[i]
-	go func() {
-		done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ns.ready[i], new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
-	}()
-}
-
-func (ns *nodeSet) waitReady(i int) {
-	ns.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var a map[string]string
-		if b, err := os.ReadFile(ns.ready[i]); err == nil && json.Unmarshal(b, &a) == nil {
-			ns.addrs[i] = a
-			return
-		}
-		select {
-		case err := <-ns.done[i]:
-			ns.done[i] <- err
-			ns.t.Fatalf("node %d stopped before it was ready: %v", i, err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			ns.t.Fatalf("node %d never ready", i)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop stops node i and waits for it.
-func (ns *nodeSet) stop(i int) {
-	if ns.cancel[i] == nil {
-		return
-	}
-	ns.cancel[i]()
-	ns.cancel[i] = nil
-	select {
-	case err := <-ns.done[i]:
-		if err != nil {
-			ns.t.Errorf("node %d: serve returned %v", i, err)
-		}
-	case <-time.After(30 * time.Second):
-		ns.t.Errorf("node %d took too long to stop", i)
-	}
-}
-
 // TestClusterMQTTSessionAcrossNodeRestarts: a session held by a node that
 // is down is taken on another node (present, with what was queued
 // meanwhile); a node that restarts finds the sessions it still holds, and
@@ -567,24 +457,9 @@ func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 	ns := newNodeSet(t)
 	msgs := make(chan pahov3.Message, 100)
 	dial := func(i int, id string) (pahov3.Client, bool) {
-		t.Helper()
-		o := pahov3.NewClientOptions().AddBroker("tcp://"+ns.addrs[i]["mqtt"]).SetClientID(id).
-			SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).
-			SetConnectTimeout(20*time.Second).SetKeepAlive(30*time.Second).
-			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
-		c := pahov3.NewClient(o)
-		tok := c.Connect()
-		if !tok.WaitTimeout(25*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect %s to node %d: %v", id, i, tok.Error())
-		}
-		return c, tok.(*pahov3.ConnectToken).SessionPresent()
+		return dialMQTT3(t, ns.addrs[i]["mqtt"], id, false, msgs)
 	}
-	subscribe := func(c pahov3.Client, filter string) {
-		t.Helper()
-		if tok := c.Subscribe(filter, 1, nil); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-			t.Fatalf("subscribe: %v", tok.Error())
-		}
-	}
+	subscribe := func(c pahov3.Client, filter string) { t.Helper(); subscribeMQTT3(t, c, filter) }
 	expect := func(want string) {
 		t.Helper()
 		select {
