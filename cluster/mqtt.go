@@ -381,7 +381,7 @@ func (m *MQTT) Claim(key string) (token uint64, moved bool, err error) {
 			_ = json.Unmarshal(v, &o)
 			prev = o.Node
 		case errors.Is(err, errNoRecord):
-			rev = 0 // Create writes over a delete marker
+			// rev is the delete marker's, or 0 for a key never written.
 		default:
 			return fail(fmt.Errorf("mqtt session owner: %w", err))
 		}
@@ -389,6 +389,8 @@ func (m *MQTT) Claim(key string) (token uint64, moved bool, err error) {
 		if rev == 0 {
 			nrev, err = m.owners.Create(ctx, k, val)
 		} else {
+			// The latest entry's revision, as the leader has it (a value
+			// or a delete marker): compare-and-set against it.
 			nrev, err = m.owners.Update(ctx, k, val, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
