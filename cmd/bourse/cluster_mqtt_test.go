@@ -24,9 +24,9 @@ type mqtt5 struct {
 	discs chan *paho.Disconnect
 }
 
-func dialMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect) *mqtt5 {
+func dialMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect, opts ...func(*paho.ClientConfig)) *mqtt5 {
 	t.Helper()
-	m, err := connectMQTT5(t, addr, clientID, cp)
+	m, err := connectMQTT5(t, addr, clientID, cp, opts...)
 	if err != nil {
 		t.Fatalf("connect %s to %s: %v", clientID, addr, err)
 	}
@@ -35,20 +35,24 @@ func dialMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect) *mqtt5 {
 }
 
 // connectMQTT5 connects without failing the test (for other goroutines).
-func connectMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect) (*mqtt5, error) {
+func connectMQTT5(t *testing.T, addr, clientID string, cp *paho.Connect, opts ...func(*paho.ClientConfig)) (*mqtt5, error) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	m := &mqtt5{t: t, msgs: make(chan *paho.Publish, 1000), discs: make(chan *paho.Disconnect, 1)}
-	m.c = paho.NewClient(paho.ClientConfig{
+	cfg := paho.ClientConfig{
 		Conn: nc,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			m.msgs <- pr.Packet
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { m.discs <- d },
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m.c = paho.NewClient(cfg)
 	if cp == nil {
 		cp = &paho.Connect{CleanStart: true, KeepAlive: 30}
 	}
@@ -335,8 +339,9 @@ func takenOver(t *testing.T, old, by *mqtt5) {
 
 // TestClusterMQTTTakeover: a client connected on node A connects with the
 // same client id on node B: the connection on A gets DISCONNECT 0x8E
-// (session taken over), B finds the session present, and the messages
-// published afterwards reach B once each and A not at all.
+// (session taken over), B finds the session present and gets the message
+// A held unacknowledged, and the messages published afterwards reach B
+// once each and A not at all.
 func TestClusterMQTTTakeover(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
@@ -345,12 +350,21 @@ func TestClusterMQTTTakeover(t *testing.T) {
 	persistent := func() *paho.Connect {
 		return &paho.Connect{CleanStart: false, KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
 	}
-	first := dialMQTT5(t, nodes[0]["mqtt"], "twin", persistent())
+	// The first connection never acknowledges: what it holds when it is
+	// taken over goes to the second, once.
+	first := dialMQTT5(t, nodes[0]["mqtt"], "twin", persistent(), func(c *paho.ClientConfig) { c.EnableManualAcknowledgment = true })
 	first.subscribe("alerts/#", 1)
+	pub := dialMQTT5(t, nodes[2]["mqtt"], "", nil)
+	pub.publish("alerts/smoke", 1, false, "in flight")
+	if p := first.next(15 * time.Second); string(p.Payload) != "in flight" {
+		t.Fatalf("first got %q", p.Payload)
+	}
 
 	second := dialMQTT5(t, nodes[1]["mqtt"], "twin", persistent())
 	takenOver(t, first, second)
-	pub := dialMQTT5(t, nodes[2]["mqtt"], "", nil)
+	if p := second.next(15 * time.Second); string(p.Payload) != "in flight" {
+		t.Fatalf("second got %q, want the message the first held", p.Payload)
+	}
 	const n = 20
 	for i := range n {
 		pub.publish("alerts/fire", 1, false, fmt.Sprint(i))
