@@ -465,7 +465,8 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 // TestClusterMQTTSessionAcrossNodeRestarts: a session held by a node that
 // is down is taken on another node (present, with what was queued
 // meanwhile); a node that restarts finds the sessions it still holds, and
-// not those another node took while it was down.
+// not those another node took while it was down. A session that expires
+// is gone on every node.
 func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ns := newNodeSet(t)
@@ -522,6 +523,25 @@ func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 	}
 	expect("back")
 	c.Disconnect(250)
+
+	// A session that expires on the node holding it is gone everywhere.
+	expiry := uint32(1)
+	short := dialMQTT5(t, ns.addrs[1]["mqtt"], "mayfly", &paho.Connect{CleanStart: false, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	short.subscribe("fly/#", 1)
+	if got := sessionStreams(t, ns.addrs[2]["nats"], "mayfly"); len(got) != 1 {
+		t.Fatalf("streams of mayfly's queue: %v, want one", got)
+	}
+	short.close()
+	waitFor(t, "the expired session's queue deleted", func() bool {
+		return len(sessionStreams(t, ns.addrs[2]["nats"], "mayfly")) == 0
+	})
+	short = dialMQTT5(t, ns.addrs[2]["mqtt"], "mayfly", &paho.Connect{CleanStart: false, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if short.ca.SessionPresent {
+		t.Fatal("an expired session is present on another node")
+	}
+	short.close()
 	pub.close()
 	for i := range 3 {
 		ns.stop(i)

@@ -220,6 +220,7 @@ func (ss *session) saveLocked() {
 		return
 	}
 	p.put(bucketSessions, ss.key, b)
+	ss.saved = true
 }
 
 // restore rebuilds persistent sessions and retained messages saved by an
@@ -325,7 +326,7 @@ func (s *Server) sessionFromRecord(rec sessionRec, used map[[2]string]bool) (*se
 	if err != nil {
 		return nil, storage.Client{}
 	}
-	ss := &session{s: s, key: rec.Key, clientID: rec.ClientID, vhost: v, subs: map[string]*subscription{},
+	ss := &session{s: s, key: rec.Key, clientID: rec.ClientID, vhost: v, subs: map[string]*subscription{}, saved: true,
 		version: rec.Version, clean: rec.Clean, expiry: rec.Expiry, expFlag: rec.ExpFlag, username: rec.Username, listener: rec.Listener}
 	for _, r := range rec.Subs {
 		sub := &subscription{filter: r.Filter, group: r.Group, queue: r.Queue, pattern: r.Pattern}

@@ -32,6 +32,7 @@ type session struct {
 	ephemeral bool  // the session ends with its connection
 	gone      bool
 	moved     bool                     // another node of the cluster took it: its record is not ours to write
+	saved     bool                     // its record is written (or on its way): ending it deletes the record
 	claim     uint64                   // the cluster's token for this node's hold on the session
 	subs      map[string]*subscription // by filter, as subscribed
 	will      *inbound                 // a will waiting for its delay
@@ -179,7 +180,10 @@ func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
 	ss.expiry, ss.expFlag = cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag
 	ss.username, ss.listener = cl.Properties.Username, cl.Net.Listener
 	if ephemeral {
-		s.persist.del(bucketSessions, ss.key)
+		if ss.saved {
+			s.persist.del(bucketSessions, ss.key)
+			ss.saved = false
+		}
 	} else {
 		ss.saveLocked()
 	}
@@ -389,9 +393,19 @@ func (ss *session) end(dropWill bool) {
 	}
 	ss.gone = true
 	if !ss.moved {
-		ss.s.persist.del(bucketSessions, ss.key)
+		saved := ss.saved
+		if saved {
+			ss.s.persist.del(bucketSessions, ss.key)
+		}
 		if cl := ss.s.opts.Cluster; cl != nil {
-			defer cl.Release(ss.key, ss.claim)
+			claim := ss.claim
+			defer func() {
+				if saved {
+					// Gone from the cluster before another node may claim it.
+					ss.s.persist.flush()
+				}
+				cl.Release(ss.key, claim)
+			}()
 		}
 	}
 	prev := ss.owner
