@@ -95,9 +95,10 @@
 //     then does the new node read the record, so CONNACK says session
 //     present with the subscriptions in place. A holder that does not
 //     answer within 5 s (down: no responders, at once) is passed over.
-//     Racing claims are ordered by the owner key's revision: a holder asked
-//     by a later claim lets go, a claim overtaken while it is being written
-//     fails (that connection is closed), so one connection is left.
+//     Racing claims are ordered by the owner key's revision: a node asked
+//     by a later claim lets go (if its own claim is still being written,
+//     once its revision is known, to compare), and one asked by an earlier
+//     claim keeps the session, so one connection is left: the later one.
 //     Reads of owner keys and session records go to the stream leader
 //     (STREAM.MSG.GET, not a direct get that a lagging replica answers).
 //   - The messages of persistent sessions are their subscription queues'

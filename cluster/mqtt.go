@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/bourse-mq/bourse/core"
 )
 
 // MQTT state shared by the nodes. The adapter (protocols/mqtt) names two
@@ -46,9 +44,10 @@ var mqttBuckets = []string{"mqtt_sessions", "mqtt_retained"}
 //     the session's key in OwnersBucket, then a request to the node that
 //     held it, which closes that client's connection (MQTT 5: DISCONNECT
 //     0x8E) and forgets the session before it answers. When two nodes
-//     claim at once, the claim with the later revision wins: the other
-//     node is asked to let go in turn, and a claim that learns of a later
-//     one while it is still being written fails.
+//     claim at once, the claim with the later revision wins: the node
+//     whose claim is earlier is asked to let go in turn (a request that
+//     comes while this node's own claim is being written waits for its
+//     revision, to compare).
 type MQTT struct {
 	js      jetstream.JetStream
 	nc      *nats.Conn
@@ -72,10 +71,14 @@ type MQTT struct {
 
 // claim is this node's hold on a session.
 type claim struct {
-	rev uint64 // the owner entry's revision; 0 while it is being written
-	// lostTo is the revision of another node's claim that came while this
-	// one was being written.
-	lostTo uint64
+	rev     uint64        // the owner entry's revision; 0 while it is being written
+	settled chan struct{} // closed once rev is known, or the claim failed
+}
+
+func settledClaim(rev uint64) *claim {
+	c := &claim{rev: rev, settled: make(chan struct{})}
+	close(c.settled)
+	return c
 }
 
 type ownerRec struct {
@@ -349,13 +352,13 @@ func (m *MQTT) OnTakeover(fn func(key string)) {
 
 // Claim makes this node the holder of session key and returns the claim's
 // token (for Release). moved reports that another node held it: it has
-// let it go (or could not be reached within 5s). A claim that a later
-// claim by another node overtakes while it is being written fails with a
-// core.ResourceLocked error.
+// let it go (or could not be reached within 5s). A later claim by another
+// node takes the session away again (OnTakeover), even if it comes while
+// this one is being made.
 func (m *MQTT) Claim(key string) (token uint64, moved bool, err error) {
 	ctx, cancel := m.opCtx()
 	defer cancel()
-	c := &claim{}
+	c := &claim{settled: make(chan struct{})}
 	m.mu.Lock()
 	m.claims[key] = c
 	m.mu.Unlock()
@@ -365,6 +368,7 @@ func (m *MQTT) Claim(key string) (token uint64, moved bool, err error) {
 			delete(m.claims, key)
 		}
 		m.mu.Unlock()
+		close(c.settled)
 		return 0, false, err
 	}
 	val, err := json.Marshal(ownerRec{Node: m.node})
@@ -407,12 +411,8 @@ func (m *MQTT) Claim(key string) (token uint64, moved bool, err error) {
 		}
 		m.mu.Lock()
 		c.rev = nrev
-		lost := c.lostTo > nrev
 		m.mu.Unlock()
-		if lost {
-			_, _, err := fail(core.Errorf(core.ResourceLocked, "mqtt session taken over by a later connection on another node"))
-			return 0, false, err
-		}
+		close(c.settled)
 		if prev != "" && prev != m.node {
 			m.askRelease(ctx, prev, key, nrev)
 			return nrev, true, nil
@@ -443,14 +443,22 @@ func (m *MQTT) handleTakeover(msg *nats.Msg) {
 		return
 	}
 	m.mu.Lock()
+	c := m.claims[r.Key]
+	m.mu.Unlock()
+	if c != nil {
+		// This node's own claim is being written: its revision decides.
+		select {
+		case <-c.settled:
+		case <-m.base.Done():
+			return
+		}
+	}
+	m.mu.Lock()
 	release := true
 	if c := m.claims[r.Key]; c != nil {
-		switch {
-		case c.rev == 0:
-			c.lostTo = max(c.lostTo, r.Rev)
-		case c.rev < r.Rev:
+		if c.rev < r.Rev {
 			delete(m.claims, r.Key)
-		default:
+		} else {
 			release = false // this node's claim is the later one
 		}
 	}
@@ -497,7 +505,7 @@ func (m *MQTT) Held(key string) (token uint64, ok bool) {
 	}
 	m.mu.Lock()
 	if c := m.claims[key]; c == nil || c.rev != 0 && c.rev < rev {
-		m.claims[key] = &claim{rev: rev}
+		m.claims[key] = settledClaim(rev)
 	}
 	m.mu.Unlock()
 	return rev, true

@@ -395,26 +395,31 @@ func TestClusterMQTTTakeover(t *testing.T) {
 	stop()
 }
 
-// TestClusterMQTTTakeoverRace: two connections with one client id racing
-// on two nodes, a few rounds: each time exactly one of them is left
-// connected, and it alone receives what is published next, once.
+// TestClusterMQTTTakeoverRace: while a client is connected on node A, two
+// connections with its client id race on nodes B and C, a few rounds: each
+// time the one on A is told 0x8E, exactly one of the racers is left
+// connected, with the session, and it alone receives what is published
+// next, once.
 func TestClusterMQTTTakeoverRace(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
 	defer stop()
 	expiry := uint32(300)
+	persistent := func() *paho.Connect {
+		return &paho.Connect{CleanStart: false, KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+	}
 	pub := dialMQTT5(t, nodes[0]["mqtt"], "", nil)
-	for round := range 3 {
+	holder := dialMQTT5(t, nodes[0]["mqtt"], "racer", persistent())
+	holder.subscribe("race/#", 1)
+	for round := range 4 {
 		var clients [2]*mqtt5
-		done := make(chan int, 2)
+		done := make(chan struct{}, 2)
 		for i := range 2 {
 			go func() {
-				m, err := connectMQTT5(t, nodes[1+i]["mqtt"], "racer", &paho.Connect{CleanStart: false, KeepAlive: 30,
-					Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-				if err == nil {
+				defer func() { done <- struct{}{} }()
+				if m, err := connectMQTT5(t, nodes[1+i]["mqtt"], "racer", persistent()); err == nil {
 					clients[i] = m
 				}
-				done <- i
 			}()
 		}
 		<-done
@@ -424,24 +429,32 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 				t.Cleanup(m.close)
 			}
 		}
-		alive := func() []int {
-			var out []int
-			for i, m := range clients {
+		select {
+		case d := <-holder.discs:
+			if d.ReasonCode != 0x8E {
+				t.Fatalf("round %d: the holder got DISCONNECT %#x", round, d.ReasonCode)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("round %d: the holder on node A not told of the takeover", round)
+		}
+		alive := func() []*mqtt5 {
+			var out []*mqtt5
+			for _, m := range clients {
 				if m == nil {
 					continue
 				}
 				select {
 				case <-m.c.Done():
 				default:
-					out = append(out, i)
+					out = append(out, m)
 				}
 			}
 			return out
 		}
 		waitFor(t, fmt.Sprintf("round %d: one connection left", round), func() bool { return len(alive()) == 1 })
-		winner := clients[alive()[0]]
-		if round == 0 {
-			winner.subscribe("race/#", 1)
+		winner := alive()[0]
+		if !winner.ca.SessionPresent {
+			t.Fatalf("round %d: the connection left has no session", round)
 		}
 		pub.publish("race/x", 1, false, fmt.Sprint("round ", round))
 		if p := winner.next(15 * time.Second); string(p.Payload) != fmt.Sprint("round ", round) {
@@ -456,8 +469,14 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 				m.none(0)
 			}
 		}
+		holder.none(0)
 		winner.close()
+		holder = dialMQTT5(t, nodes[0]["mqtt"], "racer", persistent())
+		if !holder.ca.SessionPresent {
+			t.Fatalf("round %d: session not present back on node A", round)
+		}
 	}
+	holder.close()
 	pub.close()
 	stop()
 }

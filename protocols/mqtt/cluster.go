@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
-
-	"github.com/bourse-mq/bourse/core"
 )
 
 // Cluster shares sessions and retained messages between the nodes of a
@@ -27,9 +25,9 @@ type Cluster interface {
 	WatchRecords(bucket string, fn func(key string, val []byte)) error
 	// Claim makes this node the holder of session key. moved reports that
 	// another node held it and has let it go (its client disconnected,
-	// its deliveries given back, its record written). A claim overtaken
-	// by a later claim on another node while it is being made fails with
-	// a core.ResourceLocked error. token identifies the claim for Release.
+	// its deliveries given back, its record written). A later claim by
+	// another node, even one made meanwhile, takes it away again through
+	// OnTakeover. token identifies the claim for Release.
 	Claim(key string) (token uint64, moved bool, err error)
 	// Release gives a claim up (the session ended here).
 	Release(key string, token uint64)
@@ -118,18 +116,13 @@ func (s *Server) applyRetained(key string, val []byte) {
 // claimSession claims session key in the cluster for c, before its
 // session is attached (the key is locked). A session another node held is
 // read from the cluster, so that CONNACK says it is present and its
-// subscriptions resume here. It returns the claim's token, and false when
-// a later connection on another node overtook this one.
-func (s *Server) claimSession(c *conn, key string) (uint64, bool) {
+// subscriptions resume here. It returns the claim's token (0 if the claim
+// failed: the connection goes on with this node's view).
+func (s *Server) claimSession(c *conn, key string) uint64 {
 	token, moved, err := s.opts.Cluster.Claim(key)
-	if core.KindOf(err) == core.ResourceLocked {
-		s.log.Info("mqtt session taken by a later connection on another node", "conn", c.id, "client", c.clientID)
-		c.kill(packets.ErrSessionTakenOver)
-		return 0, false
-	}
 	if err != nil {
 		s.log.Warn("mqtt session not claimed in the cluster; going on with this node's view", "client", c.clientID, "err", err)
-		return 0, true
+		return 0
 	}
 	if moved {
 		// What this node may have kept of the session is older than what
@@ -142,7 +135,7 @@ func (s *Server) claimSession(c *conn, key string) (uint64, bool) {
 	if !here {
 		s.adoptSession(key)
 	}
-	return token, true
+	return token
 }
 
 // adoptSession makes a persistent session recorded in the cluster this

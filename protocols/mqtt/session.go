@@ -140,10 +140,7 @@ func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
 	if s.opts.Cluster != nil {
 		unlock := s.keys.lock(cl.ID)
 		defer unlock()
-		var ok bool
-		if claim, ok = s.claimSession(c, cl.ID); !ok {
-			return
-		}
+		claim = s.claimSession(c, cl.ID)
 	}
 	present := false
 	if old, ok := s.mochi.Clients.Get(cl.ID); ok {
