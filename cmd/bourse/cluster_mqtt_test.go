@@ -198,7 +198,8 @@ func sessionStreams(t *testing.T, natsURL, clientID string) []string {
 
 // TestClusterMQTTRetained: a retained message published on one node is
 // sent to a new subscriber on every node; an empty retained publish on
-// another node clears it everywhere.
+// another node clears it everywhere; when two nodes change one topic at
+// once, every node ends with the same message.
 func TestClusterMQTTRetained(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
@@ -226,6 +227,28 @@ func TestClusterMQTTRetained(t *testing.T) {
 			return len(got) == 1 && got[0] == "sensors/1/temp=22.0"
 		})
 	}
+
+	// Crossing changes of one topic from two nodes: every node ends with
+	// the same one, the last of one of them.
+	for i := range 30 {
+		pub.publish("sensors/3/temp", 0, true, fmt.Sprint("a", i))
+		other.publish("sensors/3/temp", 0, true, fmt.Sprint("b", i))
+	}
+	waitFor(t, "every node with the same last retained message", func() bool {
+		var first []string
+		for i := range 3 {
+			got := retainedOn(t, nodes[i]["mqtt"], "sensors/3/temp", 200*time.Millisecond)
+			if len(got) != 1 || got[0] != "sensors/3/temp=a29" && got[0] != "sensors/3/temp=b29" {
+				return false
+			}
+			if i == 0 {
+				first = got
+			} else if got[0] != first[0] {
+				return false
+			}
+		}
+		return true
+	})
 	pub.close()
 	other.close()
 	clearer.close()

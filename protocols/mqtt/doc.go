@@ -88,7 +88,9 @@
 //     one node reaches every node's next subscriber, within the 100 ms save
 //     tick and the bucket's replication. A change of this node not yet
 //     written wins over what the bucket says; when changes of one topic
-//     cross, every node ends with the bucket's last one.
+//     cross, every node ends with the bucket's last one. While a change of
+//     this node is being written, the bucket's echo of its previous one
+//     may stand for a moment (a subscriber then gets the previous message).
 //   - Sessions: every CONNECT claims its client id in the cluster (Claim)
 //     under a per-key lock. A session held by another node is let go there
 //     first: its connection is closed (MQTT 5: DISCONNECT 0x8E), its
