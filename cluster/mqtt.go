@@ -49,7 +49,6 @@ var mqttBuckets = []string{"mqtt_sessions", "mqtt_retained"}
 //     comes while this node's own claim is being written waits for its
 //     revision, to compare).
 type MQTT struct {
-	js      jetstream.JetStream
 	nc      *nats.Conn
 	node    string
 	timeout time.Duration
@@ -91,7 +90,7 @@ type takeoverReq struct {
 }
 
 func newMQTT(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, node string, replicas int, timeout time.Duration, log *slog.Logger) (*MQTT, error) {
-	m := &MQTT{js: js, nc: nc, node: node, timeout: timeout, log: log,
+	m := &MQTT{nc: nc, node: node, timeout: timeout, log: log,
 		kvs: map[string]jetstream.KeyValue{}, claims: map[string]*claim{}}
 	open := func(bucket, desc string) (jetstream.KeyValue, error) {
 		return openKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, Description: desc, History: 1,
