@@ -96,9 +96,7 @@ func (s *Server) applyRetained(key string, val []byte) {
 		return
 	}
 	if val == nil {
-		if x := s.retained.index(vhost, false); x != nil {
-			x.RetainMessage(packets.Packet{TopicName: topic})
-		}
+		s.retained.retain(vhost, packets.Packet{TopicName: topic})
 		return
 	}
 	var r retainedRec
@@ -110,7 +108,7 @@ func (s *Server) applyRetained(key string, val []byte) {
 	if pk.Expiry > 0 && pk.Expiry < time.Now().Unix() {
 		return
 	}
-	s.retained.index(vhost, true).RetainMessage(pk)
+	s.retained.retain(vhost, pk)
 }
 
 // claimSession claims session key in the cluster for c, before its

@@ -310,7 +310,7 @@ func (s *Server) restore() {
 			s.persist.del(bucketRetained, key)
 			return nil
 		}
-		s.retained.index(vhost, true).RetainMessage(pk)
+		s.retained.retain(vhost, pk)
 		return nil
 	})
 	if err != nil {
