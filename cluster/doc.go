@@ -5,9 +5,10 @@
 // It replicates the topology (router.Replicator, topology.go), keeps the
 // messages of shared durable queues in JetStream (router.SharedQueues,
 // queues.go), carries messages to the node-local queues of other nodes
-// over core NATS (router.NodeFanout, fanout.go), and shares users and
+// over core NATS (router.NodeFanout, fanout.go), shares users and
 // permissions (users.go: the auth store's records in the KV bucket
-// bourse_users, applied on every node by a watcher).
+// bourse_users, applied on every node by a watcher), and shares MQTT
+// sessions and retained messages (protocols/mqtt's Cluster, mqtt.go).
 //
 // A node has three NATS connections: control (the topology bucket), data
 // (the shared queues' JetStream traffic) and fan-out (core NATS, no echo),
@@ -158,13 +159,42 @@
 //     no interest check, it is counted unroutable and MQTT 5 answers 0x10
 //     (a success code too); mandatory messages are probed in both modes.
 //
+// MQTT (mqtt.go):
+//
+//   - Buckets: "bourse_mqtt_sessions" (a persistent session's record:
+//     client id, vhost, expiry, subscriptions with their options, written
+//     by the node holding it), "bourse_mqtt_retained" (one key per vhost
+//     and topic) and "bourse_mqtt_owners" (which node holds each session:
+//     {"node": name}). Keys are the adapter's keys as one token (tok),
+//     values the adapter's JSON. History 1, replicas as the topology's.
+//   - Retained: every node watches the retained bucket and applies each
+//     change to its index (WatchRecords; resubscribed from the last
+//     revision if its consumer goes away).
+//   - Takeover: a CONNECT claims the client id with a compare-and-set on
+//     its owner key (Claim), then asks the previous holder, by a core NATS
+//     request on "bourse.mqtt.takeover.<node token>", to let the session
+//     go; the holder closes the connection (MQTT 5: DISCONNECT 0x8E),
+//     gives its deliveries back, writes the record and answers, and only
+//     then does the new node read the record, so CONNACK says session
+//     present with the subscriptions in place. A holder that does not
+//     answer within 5 s (down: no responders, at once) is passed over.
+//     Racing claims are ordered by the owner key's revision: a node asked
+//     by a later claim lets go (if its own claim is still being written,
+//     once its revision is known, to compare), and one asked by an earlier
+//     claim keeps the session, so one connection is left: the later one.
+//     Reads of owner keys and session records go to the stream leader
+//     (STREAM.MSG.GET, not a direct get that a lagging replica answers).
+//   - The messages of persistent sessions are their subscription queues'
+//     (shared queues, above): one stream and one consumer per persistent
+//     subscription, each a Raft group at R3.
+//
 // What is not shared yet: x-max-length/overflow, priorities and single
-// active consumer act on each node's own share only; x-message-ttl counts from the
-// publish but is enforced only on messages a node pulled. A message a node
-// pulled for a consumer that left before it arrived comes back flagged
-// redelivered. Streams (x-queue-type stream), and MQTT sessions and
-// retained messages stay per node; transient and exclusive queues stay on
-// their node, reached from the others by the fan-out.
+// active consumer act on each node's own share only; x-message-ttl counts
+// from the publish but is enforced only on messages a node pulled. A
+// message a node pulled for a consumer that left before it arrived comes
+// back flagged redelivered. Streams (x-queue-type stream) stay per node;
+// transient and exclusive queues (so clean MQTT sessions' subscriptions)
+// stay on their node, reached from the others by the fan-out.
 //
 // In embedded mode (Node with ModeEmbedded) the process runs a nats-server
 // with JetStream and SyncAlways (sync_interval: always), so that a

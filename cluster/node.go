@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,7 @@ type Node struct {
 	queues *Queues
 	users  *Users
 	fanout *Fanout
+	mqtt   *MQTT
 	log    *slog.Logger
 }
 
@@ -190,12 +192,24 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	node := o.NodeName
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	if n.mqtt, err = newMQTT(ctx, nc, js, node, replicas, timeout, o.Logger.With("component", "mqtt")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	return n, nil
 }
 
 // Users returns the cluster's store of users and permissions (an
 // auth.Persister); Users().Watch applies other nodes' changes.
 func (n *Node) Users() *Users { return n.users }
+
+// MQTT returns the MQTT sessions and retained messages shared by the
+// nodes (protocols/mqtt's Cluster).
+func (n *Node) MQTT() *MQTT { return n.mqtt }
 
 // Queues returns the store of the shared queues' messages (a
 // router.SharedQueues).
@@ -233,6 +247,9 @@ func (n *Node) ClientURL() string {
 // Close stops the topology watcher, closes the connection and shuts the
 // embedded server down.
 func (n *Node) Close() {
+	if n.mqtt != nil {
+		n.mqtt.Close()
+	}
 	if n.topo != nil {
 		n.topo.Close()
 	}

@@ -90,17 +90,18 @@ func openBucket(ctx context.Context, js jetstream.JetStream, o TopologyOptions) 
 		Description: "Bourse topology: vhosts, exchanges, queues and bindings",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-	}, o.Replicas, o.Logger)
+		Replicas:    o.Replicas,
+	}, o.Logger)
 }
 
-// openKV opens a KV bucket, creating it if it does not exist yet, with
-// replicas (0: three, or one where JetStream is not clustered). It retries
-// until ctx ends: while JetStream elects its meta leader, requests go
-// unanswered rather than fail.
-func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, replicas int, log *slog.Logger) (jetstream.KeyValue, error) {
-	auto := replicas <= 0
-	if auto {
-		replicas = 3
+// openKV binds a KV bucket, creating it with cfg if it does not exist.
+// Replicas 0 tries 3 and falls back to 1 when JetStream is not clustered.
+// JetStream may still be electing its leaders: it retries until ctx is
+// done.
+func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, log *slog.Logger) (jetstream.KeyValue, error) {
+	fixed := cfg.Replicas > 0
+	if !fixed {
+		cfg.Replicas = 3
 	}
 	backoff := 50 * time.Millisecond
 	for {
@@ -111,17 +112,16 @@ func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 			return kv, nil
 		}
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			cfg.Replicas = replicas
 			kv, err = js.CreateKeyValue(actx, cfg)
 			if err == nil {
 				cancel()
-				log.Info("created a bucket", "bucket", cfg.Bucket, "replicas", replicas)
+				log.Info("created a bucket", "bucket", cfg.Bucket, "replicas", cfg.Replicas)
 				return kv, nil
 			}
 			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && auto && replicas > 1 {
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && !fixed && cfg.Replicas > 1 {
 				log.Info("JetStream is not clustered: the bucket gets one replica", "bucket", cfg.Bucket)
-				replicas = 1
+				cfg.Replicas = 1
 				cancel()
 				continue
 			}

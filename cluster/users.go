@@ -50,7 +50,8 @@ func openUsers(ctx context.Context, js jetstream.JetStream, replicas int, timeou
 		Description: "Bourse users, permissions and topic permissions",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-	}, replicas, log)
+		Replicas:    replicas,
+	}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -1,22 +1,12 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
-
-	"github.com/bourse-mq/bourse/internal/config"
 )
 
 // TestClusterEmbeddedTopologyOverAMQP runs three `bourse serve --cluster
@@ -100,86 +90,10 @@ func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
 // "nats") and a stop function that waits for every node to stop.
 func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 	t.Helper()
-	dir := t.TempDir()
-	var ports []int
-	var ls []net.Listener
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	var routes []string
-	for _, l := range ls {
-		routes = append(routes, "nats://"+l.Addr().String())
-		l.Close()
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 3)
-	readies := make([]string, 3)
-	for i := range 3 {
-		cfg := config.Default()
-		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("n%d", i))
-		// MQTT on too: with its listener off, the MQTT service is never shut
-		// down and its persister goroutine outlives serve (a separate bug).
-		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
-		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
-			Listen: "127.0.0.1:0", RouteListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
-			StartTimeout: config.Duration(45 * time.Second)}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		readies[i] = filepath.Join(dir, fmt.Sprintf("ready%d.json", i))
-		go func() {
-			done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readies[i], new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
-		}()
-	}
-	stopped := false
-	running := 3 // nodes whose serve has not returned
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		for range running {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve returned %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("a node took too long to stop")
-			}
+	ns := newNodeSet(t)
+	return ns.addrs[:], func() {
+		for i := range 3 {
+			ns.stop(i)
 		}
 	}
-	nodes := make([]map[string]string, 3)
-	deadline := time.Now().Add(60 * time.Second)
-	for i := range 3 {
-		for {
-			var a map[string]string
-			if b, err := os.ReadFile(readies[i]); err == nil && json.Unmarshal(b, &a) == nil {
-				nodes[i] = a
-				if a["nats"] == "" {
-					t.Errorf("node %d: no nats address in the ready file", i)
-				}
-				break
-			}
-			select {
-			case err := <-done:
-				running--
-				stop()
-				t.Fatalf("a node stopped before it was ready: %v", err)
-			default:
-			}
-			if time.Now().After(deadline) {
-				stop()
-				t.Fatalf("node %d never ready", i)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return nodes, stop
 }

@@ -207,11 +207,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		Auth: users, CertLogin: certLogin,
 		MaxBodyBytes: cfg.Limits.MaxMessageBytes, WebSocketOriginPatterns: cfg.WebSocketOrigins,
 	})
-	mqttSrv := mqtt.New(broker, mqtt.Options{
+	mopts := mqtt.Options{
 		Logger: log.With("service", "mqtt"), DefaultVHost: a.DefaultVHost, DefaultUser: a.DefaultUser, DefaultPass: a.DefaultPass,
 		Auth: users, CertLogin: certLogin,
 		WebSocketOriginPatterns: cfg.WebSocketOrigins, Store: ms,
-	})
+	}
+	if node != nil {
+		// Sessions and retained messages are the cluster's, not this node's.
+		mopts.Cluster = node.MQTT()
+	}
+	mqttSrv := mqtt.New(broker, mopts)
 	monitor := alarm.Start(alarm.Options{
 		MemoryLimit: memoryLimit(cfg.Limits), DiskFreeLimit: cfg.Limits.DiskFreeLimitBytes, Dir: cfg.DataDir,
 		Logger: log.With("component", "alarm"),

@@ -31,8 +31,9 @@ type conn struct {
 	// readStop is closed when reading ends (closeRead): it releases a
 	// reader parked by flow control.
 	readStop   chan struct{}
-	transport  string // tcp, tls, websocket
-	unregister func() // from the broker's connection registry (reader goroutine)
+	closed     chan struct{} // closed once the connection is served to the end
+	transport  string        // tcp, tls, websocket
+	unregister func()        // from the broker's connection registry (reader goroutine)
 
 	// Facts of the CONNECT, written by the reader goroutine before the
 	// session exists (and so before any other goroutine reads them).
@@ -129,6 +130,7 @@ func newConn(s *Server, raw net.Conn, id core.ConnID) *conn {
 		inflight:    map[uint16]inflightRef{},
 		maxInflight: s.opts.MaxInflight,
 		readStop:    make(chan struct{}),
+		closed:      make(chan struct{}),
 	}
 	c.ackCond.L = &c.mu
 	c.wcond.L = &c.wmu

@@ -78,6 +78,37 @@
 // Not saved: mochi's in-flight window (unacknowledged deliveries come back
 // from the queues instead, flagged DUP) and delayed wills.
 //
+// # In a cluster
+//
+// With Options.Cluster (cluster.go; the cluster package implements it,
+// cmd/bourse wires it in) the records above are the cluster's, and:
+//
+//   - Retained messages: every node follows the retained bucket
+//     (WatchRecords) into its own index, so a retained publish or clear on
+//     one node reaches every node's next subscriber, within the 100 ms save
+//     tick and the bucket's replication. A change of this node not yet
+//     written wins over what the bucket says; when changes of one topic
+//     cross, every node ends with the bucket's last one. While a change of
+//     this node is being written, the bucket's echo of its previous one
+//     may stand for a moment (a subscriber then gets the previous message).
+//   - Sessions: every CONNECT claims its client id in the cluster (Claim)
+//     under a per-key lock. A session held by another node is let go there
+//     first: its connection is closed (MQTT 5: DISCONNECT 0x8E), its
+//     deliveries go back to their queues, its record is written, and the
+//     node forgets it without deleting its queues. This node then reads the
+//     record (adoptSession), rebuilds the session and gives mochi an offline
+//     client for it, so that CONNACK says session present (or, for a clean
+//     start, the session ends and its queues go). The queues of persistent
+//     sessions are the cluster's shared queues, so what was queued while the
+//     client was away is delivered wherever it comes back. Racing claims:
+//     the later one in the bucket wins, and the other connection is closed.
+//   - A node restores, at start, only the sessions it still holds; it
+//     deletes no MQTT queue at start; a $share group's queue stays when the
+//     node's last member leaves (other nodes count their own members).
+//   - Not shared: inbound QoS 2 state (a PUBLISH resent to another node
+//     after PUBREC there is routed again); a delayed will lives on the node
+//     that holds the session, and is lost if that node dies.
+//
 // # Goroutines
 //
 // Per connection: the reader (Server.serveConn, which runs mochi's client

@@ -56,6 +56,10 @@ type Options struct {
 	// queues are durable when it is set, so their QoS 1/2 messages wait
 	// in the journal.
 	Store Store
+	// Cluster shares persistent sessions (with session takeover across
+	// nodes) and retained messages between the nodes of a cluster. It
+	// replaces Store.
+	Cluster Cluster
 
 	// MaxPacketSize is the largest MQTT packet accepted, fixed header
 	// included [1 MiB]. Larger packets close the connection, with DISCONNECT

@@ -35,12 +35,13 @@ const (
 // neighbours, so a storm of retained publishes costs one fsync per tick.
 // MQTT asks no acknowledgement of either to wait for the disk.
 type persister struct {
-	log   *slog.Logger
-	kv    Store
-	mu    sync.Mutex
-	dirty map[[2]string][]byte // bucket, key → value; nil value = delete
-	stop  chan struct{}
-	done  chan struct{}
+	log     *slog.Logger
+	kv      Store
+	flushMu sync.Mutex // one flush at a time, so that writes keep their order
+	mu      sync.Mutex
+	dirty   map[[2]string][]byte // bucket, key → value; nil value = delete
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newPersister(s *Server, kv Store) *persister {
@@ -70,6 +71,17 @@ func (p *persister) del(bucket, key string) {
 	p.mu.Unlock()
 }
 
+// pending reports whether a change of key is waiting to be written.
+func (p *persister) pending(bucket, key string) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.dirty[[2]string{bucket, key}]
+	return ok
+}
+
 func (p *persister) run() {
 	defer close(p.done)
 	t := time.NewTicker(flushEvery)
@@ -86,6 +98,11 @@ func (p *persister) run() {
 }
 
 func (p *persister) flush() {
+	if p == nil {
+		return
+	}
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
 	p.mu.Lock()
 	if len(p.dirty) == 0 {
 		p.mu.Unlock()
@@ -175,7 +192,7 @@ type subRec struct {
 // saveLocked records a persistent session (ephemeral ones are not saved).
 func (ss *session) saveLocked() {
 	p := ss.s.persist
-	if p == nil || ss.ephemeral || ss.gone {
+	if p == nil || ss.ephemeral || ss.gone || ss.moved {
 		return
 	}
 	rec := sessionRec{Key: ss.key, ClientID: ss.clientID, VHost: ss.vhost.Name(), Version: ss.version,
@@ -203,6 +220,7 @@ func (ss *session) saveLocked() {
 		return
 	}
 	p.put(bucketSessions, ss.key, b)
+	ss.saved = true
 }
 
 // restore rebuilds persistent sessions and retained messages saved by an
@@ -210,8 +228,14 @@ func (ss *session) saveLocked() {
 // client finds its session present, and mochi's expiry applies), the bridge
 // gets their subscriptions, whose durable queues the router restored. MQTT
 // queues no restored session uses are deleted.
+//
+// In a cluster, a node restores the sessions it held (the others' are
+// read when their clients connect here), deletes no queue (other nodes'
+// sessions use theirs), and follows the retained messages of the whole
+// cluster (joinCluster).
 func (s *Server) restore() {
 	kv := s.opts.Store
+	cluster := s.opts.Cluster
 	used := map[[2]string]bool{}
 	var wills []func() // delayed wills to re-arm once every session is back
 	defer func() {
@@ -226,48 +250,38 @@ func (s *Server) restore() {
 			s.persist.del(bucketSessions, key)
 			return nil
 		}
-		v, err := s.b.VHost(rec.VHost)
-		if err != nil {
+		var claim uint64
+		if cluster != nil {
+			var held bool
+			if claim, held = cluster.Held(rec.Key); !held {
+				return nil
+			}
+		}
+		ss, sc := s.sessionFromRecord(rec, used)
+		if ss == nil {
 			s.persist.del(bucketSessions, key)
 			return nil
 		}
-		ss := &session{s: s, key: rec.Key, clientID: rec.ClientID, vhost: v, subs: map[string]*subscription{},
-			version: rec.Version, clean: rec.Clean, expiry: rec.Expiry, expFlag: rec.ExpFlag, username: rec.Username, listener: rec.Listener}
-		for _, r := range rec.Subs {
-			sub := &subscription{filter: r.Filter, group: r.Group, queue: r.Queue, pattern: r.Pattern}
-			sub.opts.Store(&subOpts{qos: r.QoS, noLocal: r.NoLocal, rap: r.RAP, id: r.ID, wildFirst: r.Wild})
-			if r.Stream != "" {
-				sub.stream = &queue.StreamOptions{Name: r.Stream}
-			} else if q, err := v.Queue(r.Queue, 0); err != nil || !q.Durable() {
-				// Saved after its queue was: declare it again (empty).
-				if err := s.declareAndBind(v, sub); err != nil {
-					s.log.Warn("mqtt subscription not restored", "client", rec.ClientID, "filter", r.Filter, "err", err)
-					continue
-				}
-			}
-			if r.Group != "" {
-				s.sharedRefs[v.Name()+"\x00"+r.Queue]++
-			}
-			used[[2]string{v.Name(), r.Queue}] = true
-			ss.subs[r.Filter] = sub
-		}
+		ss.claim = claim
 		s.sessions[rec.Key] = ss
 		if w := rec.Will; w != nil {
 			in := &inbound{topic: w.Topic, payload: w.Payload, qos: w.QoS, retain: w.Retain, props: w.Props}
-			from := core.Origin{Protocol: core.ProtoMQTT, VHost: v.Name(), User: w.User}
+			from := core.Origin{Protocol: core.ProtoMQTT, VHost: ss.vhost.Name(), User: w.User}
 			wills = append(wills, func() {
 				ss.scheduleWill(in, from, time.Until(time.UnixMilli(w.Due)))
 			})
 		}
-		s.stored = append(s.stored, storage.Client{
-			ID: rec.Key, T: storage.ClientKey, Listener: rec.Listener, Username: rec.Username,
-			ProtocolVersion: rec.Version, Clean: rec.Clean,
-			Properties: storage.ClientProperties{SessionExpiryInterval: rec.Expiry, SessionExpiryIntervalFlag: rec.ExpFlag},
-		})
+		s.stored = append(s.stored, sc)
 		return nil
 	})
 	if err != nil {
 		s.log.Error("mqtt sessions not restored", "err", err)
+	}
+	if len(s.sessions) > 0 {
+		s.log.Info("restored mqtt sessions", "sessions", len(s.sessions))
+	}
+	if cluster != nil {
+		return
 	}
 	for _, name := range s.b.VHosts() {
 		v, err := s.b.VHost(name)
@@ -296,14 +310,50 @@ func (s *Server) restore() {
 			s.persist.del(bucketRetained, key)
 			return nil
 		}
-		s.retained.index(vhost, true).RetainMessage(pk)
+		s.retained.retain(vhost, pk)
 		return nil
 	})
 	if err != nil {
 		s.log.Error("mqtt retained messages not restored", "err", err)
 	}
-	if len(s.sessions) > 0 {
-		s.log.Info("restored mqtt sessions", "sessions", len(s.sessions))
+}
+
+// sessionFromRecord rebuilds a persistent session from its record, and
+// the client mochi needs to find it present; nil when its vhost is gone.
+// The queues its subscriptions use are added to used (if not nil).
+func (s *Server) sessionFromRecord(rec sessionRec, used map[[2]string]bool) (*session, storage.Client) {
+	v, err := s.b.VHost(rec.VHost)
+	if err != nil {
+		return nil, storage.Client{}
+	}
+	ss := &session{s: s, key: rec.Key, clientID: rec.ClientID, vhost: v, subs: map[string]*subscription{}, saved: true,
+		version: rec.Version, clean: rec.Clean, expiry: rec.Expiry, expFlag: rec.ExpFlag, username: rec.Username, listener: rec.Listener}
+	for _, r := range rec.Subs {
+		sub := &subscription{filter: r.Filter, group: r.Group, queue: r.Queue, pattern: r.Pattern}
+		sub.opts.Store(&subOpts{qos: r.QoS, noLocal: r.NoLocal, rap: r.RAP, id: r.ID, wildFirst: r.Wild})
+		if r.Stream != "" {
+			sub.stream = &queue.StreamOptions{Name: r.Stream}
+		} else if q, err := v.Queue(r.Queue, 0); err != nil || !q.Durable() {
+			// Saved after its queue was: declare it again (empty).
+			if err := s.declareAndBind(v, sub); err != nil {
+				s.log.Warn("mqtt subscription not restored", "client", rec.ClientID, "filter", r.Filter, "err", err)
+				continue
+			}
+		}
+		if r.Group != "" {
+			s.sharedMu.Lock()
+			s.sharedRefs[v.Name()+"\x00"+r.Queue]++
+			s.sharedMu.Unlock()
+		}
+		if used != nil {
+			used[[2]string{v.Name(), r.Queue}] = true
+		}
+		ss.subs[r.Filter] = sub
+	}
+	return ss, storage.Client{
+		ID: rec.Key, T: storage.ClientKey, Listener: rec.Listener, Username: rec.Username,
+		ProtocolVersion: rec.Version, Clean: rec.Clean,
+		Properties: storage.ClientProperties{SessionExpiryInterval: rec.Expiry, SessionExpiryIntervalFlag: rec.ExpFlag},
 	}
 }
 

@@ -194,6 +194,9 @@ func (s *Server) publishWill(v *router.VHost, w *inbound, origin core.Origin) {
 type retainedStore struct {
 	mu  sync.Mutex
 	idx map[string]*mochi.TopicsIndex
+	// scan serialises changes with scans: mochi's index reads a topic's
+	// retained path unlocked while it scans for a filter.
+	scan sync.RWMutex
 	// onChange is told of every retained message stored or cleared (the
 	// server persists them).
 	onChange func(vhost string, pk packets.Packet)
@@ -230,11 +233,19 @@ func (r *retainedStore) store(vhost string, in inbound, props *packets.Propertie
 	if r.onChange != nil {
 		r.onChange(vhost, pk)
 	}
-	x := r.index(vhost, len(in.payload) > 0)
+	r.retain(vhost, pk)
+}
+
+// retain puts pk in vhost's index, or clears its topic for an empty
+// payload.
+func (r *retainedStore) retain(vhost string, pk packets.Packet) {
+	x := r.index(vhost, len(pk.Payload) > 0)
 	if x == nil {
 		return
 	}
+	r.scan.Lock()
 	x.RetainMessage(pk)
+	r.scan.Unlock()
 }
 
 // messages returns the unexpired retained messages matching filter. Expired
@@ -244,11 +255,13 @@ func (r *retainedStore) messages(vhost, filter string, now time.Time) []packets.
 	if x == nil {
 		return nil
 	}
+	r.scan.RLock()
 	pks := x.Messages(filter)
+	r.scan.RUnlock()
 	out := pks[:0]
 	for _, pk := range pks {
 		if pk.Expiry > 0 && pk.Expiry < now.Unix() {
-			x.RetainMessage(packets.Packet{TopicName: pk.TopicName})
+			r.retain(vhost, packets.Packet{TopicName: pk.TopicName})
 			if r.onChange != nil {
 				r.onChange(vhost, packets.Packet{TopicName: pk.TopicName})
 			}

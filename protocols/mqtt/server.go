@@ -61,6 +61,7 @@ type Server struct {
 	gate    netx.Gate        // shut while publishing is blocked (SetBlocked)
 	persist *persister       // nil without Options.Store
 	stored  []storage.Client // restored persistent sessions, for mochi
+	keys    keyLocks         // per session key, in a cluster
 }
 
 // New returns an MQTT server for broker b.
@@ -97,11 +98,17 @@ func New(b *router.Broker, opts Options) *Server {
 		SysTopicResendInterval:   int64(max(opts.SysInterval/time.Second, 1)),
 	})
 	s.retained.onChange = s.saveRetained
-	if opts.Store != nil {
-		s.persist = newPersister(s, opts.Store)
+	if opts.Cluster != nil {
+		s.opts.Store = opts.Cluster
+	}
+	if s.opts.Store != nil {
+		s.persist = newPersister(s, s.opts.Store)
 		s.restore()
 	}
 	s.hook = &bridge{s: s}
+	if opts.Cluster != nil {
+		s.joinCluster()
+	}
 	if err := s.mochi.AddHook(s.hook, nil); err != nil {
 		// bridge.Init cannot fail.
 		panic(fmt.Sprintf("mqtt: add bridge hook: %v", err))
@@ -222,6 +229,7 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 //go:noinline
 func (s *Server) admit(nc net.Conn, listener string) *conn {
 	c := newConn(s, nc, nextConnID())
+	defer close(c.closed)
 	c.transport = "tcp"
 	if listener == "ws" {
 		c.transport = "websocket"

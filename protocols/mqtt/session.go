@@ -31,6 +31,9 @@ type session struct {
 	owner     *conn // the connected client, nil while offline
 	ephemeral bool  // the session ends with its connection
 	gone      bool
+	moved     bool                     // another node of the cluster took it: its record is not ours to write
+	saved     bool                     // its record is written (or on its way): ending it deletes the record
+	claim     uint64                   // the cluster's token for this node's hold on the session
 	subs      map[string]*subscription // by filter, as subscribed
 	will      *inbound                 // a will waiting for its delay
 	willFrom  core.Origin
@@ -133,6 +136,12 @@ var errNotOwner = errors.New("the session has moved to another connection")
 // connection's deliveries and requeueing what it held), or replaces it with
 // a new one, deciding exactly as mochi does.
 func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
+	var claim uint64
+	if s.opts.Cluster != nil {
+		unlock := s.keys.lock(cl.ID)
+		defer unlock()
+		claim = s.claimSession(c, cl.ID)
+	}
 	present := false
 	if old, ok := s.mochi.Clients.Get(cl.ID); ok {
 		present = !(pk.Connect.Clean || (old.Properties.Clean && old.Properties.ProtocolVersion < 5))
@@ -159,13 +168,19 @@ func (s *Server) attachSession(c *conn, cl *mochi.Client, pk packets.Packet) {
 	ss.mu.Lock()
 	prev := ss.owner
 	ss.owner, ss.ephemeral = c, ephemeral
+	if claim != 0 {
+		ss.claim = claim
+	}
 	ss.stopConsumersLocked()
 	ss.cancelWillLocked()
 	ss.version, ss.clean = cl.Properties.ProtocolVersion, pk.Connect.Clean
 	ss.expiry, ss.expFlag = cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag
 	ss.username, ss.listener = cl.Properties.Username, cl.Net.Listener
 	if ephemeral {
-		s.persist.del(bucketSessions, ss.key)
+		if ss.saved {
+			s.persist.del(bucketSessions, ss.key)
+			ss.saved = false
+		}
 	} else {
 		ss.saveLocked()
 	}
@@ -374,7 +389,22 @@ func (ss *session) end(dropWill bool) {
 		return
 	}
 	ss.gone = true
-	ss.s.persist.del(bucketSessions, ss.key)
+	if !ss.moved {
+		saved := ss.saved
+		if saved {
+			ss.s.persist.del(bucketSessions, ss.key)
+		}
+		if cl := ss.s.opts.Cluster; cl != nil {
+			claim := ss.claim
+			defer func() {
+				if saved {
+					// Gone from the cluster before another node may claim it.
+					ss.s.persist.flush()
+				}
+				cl.Release(ss.key, claim)
+			}()
+		}
+	}
 	prev := ss.owner
 	ss.owner = nil
 	ss.stopConsumersLocked()
@@ -486,7 +516,7 @@ func (s *Server) acquireQueue(v *router.VHost, sub *subscription) error {
 }
 
 // releaseQueue deletes a subscription's queue, a shared group's once its
-// last session leaves it.
+// last session leaves it (in a cluster, never: see below).
 func (s *Server) releaseQueue(v *router.VHost, sub *subscription) {
 	if sub.group != "" {
 		s.sharedMu.Lock()
@@ -497,6 +527,11 @@ func (s *Server) releaseQueue(v *router.VHost, sub *subscription) {
 			return
 		}
 		delete(s.sharedRefs, k)
+		if s.opts.Cluster != nil {
+			// Members on other nodes may still use it (this node counts
+			// only its own): the group's queue stays.
+			return
+		}
 	}
 	if _, err := v.DeleteQueue(sub.queue, false, false, sub.excl); err != nil && core.KindOf(err) != core.NotFound {
 		s.log.Warn("cannot delete subscription queue", "vhost", v.Name(), "queue", sub.queue, "err", err)
