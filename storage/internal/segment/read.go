@@ -272,10 +272,12 @@ func (l *Log) ReadRange(offset uint64, maxBytes int64) (Range, error) {
 	return r, nil
 }
 
-// retain deletes the oldest sealed segments while the log is over MaxBytes
-// or their newest record is older than MaxAge.
+// retain deletes the oldest sealed segments while the log is over MaxBytes,
+// their newest record is older than MaxAge, or they are below TrimBefore's
+// offset.
 func (l *Log) retain() {
-	if l.opts.MaxBytes <= 0 && l.opts.MaxAge <= 0 {
+	trim := l.trim.Load()
+	if l.opts.MaxBytes <= 0 && l.opts.MaxAge <= 0 && trim == 0 {
 		return
 	}
 	now := l.opts.Now().UnixMilli()
@@ -289,7 +291,7 @@ func (l *Log) retain() {
 		s := l.segs[0]
 		old := l.opts.MaxAge > 0 && s.lastTS < now-l.opts.MaxAge.Milliseconds()
 		big := l.opts.MaxBytes > 0 && total > l.opts.MaxBytes
-		if !old && !big {
+		if !old && !big && s.next > trim {
 			break
 		}
 		total -= s.size
