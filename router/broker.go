@@ -62,9 +62,12 @@ type Options struct {
 	// Replicator shares (durable, not exclusive, not streams) in the
 	// cluster, so that a message published on any node is consumed on
 	// any node. Needs Replicator.
-	Shared   SharedQueues
-	Messages MessageStore // nil: messages are not persisted
-	Streams  StreamStore  // nil: streams cannot be declared
+	Shared SharedQueues
+	// SharedStreams, in cluster mode, keeps streams in the cluster: each
+	// node's copy is filled from it. Needs Replicator and Streams.
+	SharedStreams SharedStreams
+	Messages      MessageStore // nil: messages are not persisted
+	Streams       StreamStore  // nil: streams cannot be declared
 	// OnConfirm, when set, is told how long each confirm of a message that
 	// had to reach the disk took (publish to durable).
 	OnConfirm func(time.Duration)
@@ -110,7 +113,7 @@ func New(opts Options) *Broker {
 	if opts.Replicator != nil {
 		opts.Meta = nil
 	} else {
-		opts.Shared = nil
+		opts.Shared, opts.SharedStreams = nil, nil
 	}
 	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
 	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)
