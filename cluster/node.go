@@ -62,12 +62,13 @@ type Options struct {
 // connection, the embedded server in ModeEmbedded, and the replicated
 // topology.
 type Node struct {
-	srv    *server.Server
-	nc     *nats.Conn // control: the topology
-	data   *nats.Conn // messages of the shared queues
-	topo   *Topology
-	queues *Queues
-	log    *slog.Logger
+	srv     *server.Server
+	nc      *nats.Conn // control: the topology
+	data    *nats.Conn // messages of the shared queues
+	topo    *Topology
+	queues  *Queues
+	streams *Streams
+	log     *slog.Logger
 }
 
 // Start starts the embedded server (ModeEmbedded), connects, and opens the
@@ -162,8 +163,16 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	n.topo.shared = n.queues
+	if n.streams, err = newStreams(ctx, n.data, qreplicas, timeout, o.Logger.With("component", "streams")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	n.topo.streams = n.streams
 	return n, nil
 }
+
+// Streams returns the store of streams (a router.SharedStreams).
+func (n *Node) Streams() *Streams { return n.streams }
 
 // Queues returns the store of the shared queues' messages (a
 // router.SharedQueues).
@@ -202,6 +211,9 @@ func (n *Node) Close() {
 	}
 	if n.queues != nil {
 		n.queues.Close()
+	}
+	if n.streams != nil {
+		n.streams.Close()
 	}
 	if n.data != nil {
 		// Flush first: the acknowledgements and naks just sent.

@@ -135,7 +135,7 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("n%d", i))
 		// MQTT on too: with its listener off, the MQTT service is never shut
 		// down and its persister goroutine outlives serve (a separate bug).
-		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0"}
+		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
 		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
 			Listen: "127.0.0.1:0", RouteListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
 			StartTimeout: config.Duration(45 * time.Second)}

@@ -151,6 +151,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 	if node != nil {
 		ropts.Replicator = node.Topology()
 		ropts.Shared = node.Queues()
+		ropts.SharedStreams = node.Streams()
 	}
 	broker := router.New(ropts)
 	if node == nil {
