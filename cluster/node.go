@@ -163,7 +163,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	n.topo.shared = n.queues
-	if n.streams, err = newStreams(ctx, n.data, qreplicas, timeout, o.Logger.With("component", "streams")); err != nil {
+	if n.streams, err = newStreams(n.data, qreplicas, timeout, o.Logger.With("component", "streams")); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}

@@ -51,7 +51,8 @@ const offsetFlushWait = 100 * time.Millisecond
 // its local segment log, from where readers and the fetch endpoint read.
 type Streams struct {
 	js       jetstream.JetStream
-	offsets  jetstream.KeyValue
+	kvMu     sync.Mutex
+	offsets  jetstream.KeyValue // opened by kv
 	log      *slog.Logger
 	replicas int
 	timeout  time.Duration
@@ -69,45 +70,56 @@ type Streams struct {
 
 var _ router.SharedStreams = (*Streams)(nil)
 
-func newStreams(ctx context.Context, nc *nats.Conn, replicas int, timeout time.Duration, log *slog.Logger) (*Streams, error) {
+func newStreams(nc *nats.Conn, replicas int, timeout time.Duration, log *slog.Logger) (*Streams, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timeout), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return nil, err
 	}
-	kv, err := openKV(ctx, js, jetstream.KeyValueConfig{
+	base, cancel := context.WithCancel(context.Background())
+	return &Streams{js: js, log: log, replicas: replicas, timeout: timeout, base: base, cancel: cancel,
+		open: map[*streamLog]struct{}{}, maxPayload: int(nc.MaxPayload())}, nil
+}
+
+// kv binds the offsets bucket, creating it (with one replica when
+// JetStream is not clustered) if it does not exist; it is opened on first
+// use, not at start, so that a cluster without named readers never needs
+// it. Each attempt has its own deadline (JetStream may be electing a
+// leader, and then requests go unanswered rather than fail).
+func (s *Streams) kv(ctx context.Context) (jetstream.KeyValue, error) {
+	s.kvMu.Lock()
+	defer s.kvMu.Unlock()
+	if s.offsets != nil {
+		return s.offsets, nil
+	}
+	cfg := jetstream.KeyValueConfig{
 		Bucket:      OffsetsBucket,
 		Description: "Bourse named stream readers' offsets",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, err
+		Replicas:    s.replicas,
 	}
-	base, cancel := context.WithCancel(context.Background())
-	return &Streams{js: js, offsets: kv, log: log, replicas: replicas, timeout: timeout, base: base, cancel: cancel,
-		open: map[*streamLog]struct{}{}, maxPayload: int(nc.MaxPayload())}, nil
-}
-
-// openKV binds a KV bucket, creating it (with one replica when JetStream is
-// not clustered) if it does not exist.
-func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
-			cfg.Replicas = 1
-			kv, err = js.CreateKeyValue(ctx, cfg)
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		kv, err := s.js.KeyValue(actx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = s.js.CreateKeyValue(actx, cfg)
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
+				cfg.Replicas = 1
+				kv, err = s.js.CreateKeyValue(actx, cfg)
+			}
 		}
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		cancel()
+		if err == nil {
+			s.offsets = kv
+			return kv, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open bucket %s: %w (last error: %w)", OffsetsBucket, ctx.Err(), err)
+		case <-time.After(pause):
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
 }
 
 // streamConfig is the JetStream configuration of a stream: retention by
@@ -166,7 +178,11 @@ func (s *Streams) drop(ctx context.Context, vhost, name string) error {
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete the JetStream stream of stream '%s' in vhost '%s': %w", name, vhost, err)
 	}
-	lister, err := s.offsets.ListKeysFiltered(ctx, offsetKey(vhost, name, "")+">")
+	kv, err := s.kv(ctx)
+	if err != nil {
+		return err
+	}
+	lister, err := kv.ListKeysFiltered(ctx, offsetKey(vhost, name, "")+">")
 	if err != nil {
 		return fmt.Errorf("list the named offsets of stream '%s' in vhost '%s': %w", name, vhost, err)
 	}
@@ -175,7 +191,7 @@ func (s *Streams) drop(ctx context.Context, vhost, name string) error {
 		keys = append(keys, k)
 	}
 	for _, k := range keys {
-		if err := s.offsets.Purge(ctx, k); err != nil {
+		if err := kv.Purge(ctx, k); err != nil {
 			return fmt.Errorf("delete named offset %s: %w", k, err)
 		}
 	}
@@ -659,9 +675,19 @@ func (l *streamLog) flushOffsets() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.s.timeout)
 	defer cancel()
+	kv, err := l.s.kv(ctx)
 	for name, v := range batch {
-		if _, err := l.s.offsets.Put(ctx, offsetKey(l.vhost, l.name, name), []byte(strconv.FormatUint(v, 10))); err != nil {
-			l.s.log.Warn("named stream offset not written to the cluster", "vhost", l.vhost, "stream", l.name, "reader", name, "err", err)
+		if err == nil {
+			_, err = kv.Put(ctx, offsetKey(l.vhost, l.name, name), []byte(strconv.FormatUint(v, 10)))
+		}
+		if err != nil {
+			// Kept dirty: the next store, or the node's close, tries again.
+			l.s.log.Warn("named stream offset not written to the cluster", "vhost", l.vhost, "stream", l.name, "reader", name, "offset", v, "err", err)
+			l.omu.Lock()
+			if l.offsets[name] == v {
+				l.dirty[name] = true
+			}
+			l.omu.Unlock()
 		}
 	}
 }
@@ -678,7 +704,11 @@ func (l *streamLog) QueryOffset(name string) (uint64, bool) {
 	l.omu.Unlock()
 	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
 	defer cancel()
-	e, err := l.s.offsets.Get(ctx, offsetKey(l.vhost, l.name, name))
+	kv, err := l.s.kv(ctx)
+	var e jetstream.KeyValueEntry
+	if err == nil {
+		e, err = kv.Get(ctx, offsetKey(l.vhost, l.name, name))
+	}
 	if err == nil {
 		v, perr := strconv.ParseUint(string(e.Value()), 10, 64)
 		if perr == nil {
