@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-stomp/stomp/v3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -146,12 +147,12 @@ func dialAMQP(t *testing.T, addr string) *amqp.Connection {
 }
 
 // TestClusterStreamAcrossNodes: a stream declared and published to on node
-// A (confirms once JetStream has the records) is read from "first" on B
-// and on C with the same offsets and bodies; a named reader resumes on C
-// where it left off on B; C's fetch endpoint serves the records from its
-// copy; a reader following "next" on C gets a record published on B live;
-// a resent message id is not appended twice; a delete removes the
-// JetStream stream.
+// A (confirms once JetStream has the records) is read from "first" over
+// AMQP on B and on C with the same offsets and bodies, and over STOMP on C
+// from offset 40; a named reader resumes on C where it left off on B; C's
+// fetch endpoint serves the records from its copy; a reader following
+// "next" on C gets a record published on B live; a resent message id is
+// not appended twice; a delete removes the JetStream stream.
 func TestClusterStreamAcrossNodes(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
@@ -188,6 +189,34 @@ func TestClusterStreamAcrossNodes(t *testing.T) {
 			}
 		}
 	}
+
+	// Over STOMP on C, from offset 40: the same offsets.
+	sc0, err := stomp.Dial("tcp", nodes[2]["stomp"], stomp.ConnOpt.Login("guest", "guest"), stomp.ConnOpt.Host("/"),
+		stomp.ConnOpt.HeartBeat(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := sc0.Subscribe("/stream/events", stomp.AckClientIndividual, stomp.SubscribeOpt.Header("x-stream-offset", "40"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 40; j < 100; j++ {
+		select {
+		case m := <-sub.C:
+			if m.Err != nil || m.Header.Get("x-stream-offset") != fmt.Sprint(j) || string(m.Body) != bodies[j] {
+				t.Fatalf("STOMP on C, record %d: offset %s body %q (%v)", j, m.Header.Get("x-stream-offset"), m.Body, m.Err)
+			}
+			if err := sc0.Ack(m); err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("STOMP on C: record %d not within 20s", j)
+		}
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	_ = sc0.Disconnect()
 
 	// A named reader reads 50 on B, then resumes on C from offset 50.
 	r := readStream(t, cb, "events", amqp.Table{"x-stream-offset": "first", "x-stream-consumer-name": "billing"})
