@@ -35,10 +35,11 @@ func StreamName(vhost, name string) string {
 	return "bourse_s_" + strings.TrimPrefix(QueueStream(vhost, name), "bourse_q_")
 }
 
-// isStream reports whether a queue declaration is a stream.
-func isStream(q core.QueueInfo) bool {
+// isStream reports whether a queue declaration is a stream, and returns
+// its arguments.
+func isStream(q core.QueueInfo) (queue.Args, bool) {
 	a, err := queue.ParseArgs(q.Args)
-	return err == nil && a.Type == "stream" && q.Durable && !q.Exclusive
+	return a, err == nil && a.Type == "stream" && q.Durable && !q.Exclusive
 }
 
 // offsetFlushWait bounds how long a node's named offsets may wait to be
@@ -154,20 +155,16 @@ func streamConfig(vhost, name string, a queue.Args, replicas int) jetstream.Stre
 func dedups(a queue.Args) bool { return !a.HasDedupWindow || a.DedupWindow > 0 }
 
 // ensure creates a stream's JetStream stream if it does not exist.
-func (s *Streams) ensure(ctx context.Context, vhost string, q core.QueueInfo) error {
-	a, err := queue.ParseArgs(q.Args)
-	if err != nil {
-		return err
-	}
-	cfg := streamConfig(vhost, q.Name, a, s.replicas)
-	_, err = s.js.CreateStream(ctx, cfg)
+func (s *Streams) ensure(ctx context.Context, vhost, name string, a queue.Args) error {
+	cfg := streamConfig(vhost, name, a, s.replicas)
+	_, err := s.js.CreateStream(ctx, cfg)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
 		cfg.Replicas = 1
 		_, err = s.js.CreateStream(ctx, cfg)
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create JetStream stream %s of stream '%s' in vhost '%s': %w", cfg.Name, q.Name, vhost, err)
+		return fmt.Errorf("create JetStream stream %s of stream '%s' in vhost '%s': %w", cfg.Name, name, vhost, err)
 	}
 	return nil
 }
@@ -345,7 +342,7 @@ func (l *streamLog) awaitPublish(msg *nats.Msg, fut jetstream.PubAckFuture, err 
 		}
 		if ctx.Err() == nil && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
 			// Declared before this node kept streams in JetStream.
-			if eerr := l.s.ensure(ctx, l.vhost, core.QueueInfo{Name: l.name, Durable: true, Args: l.argsTable()}); eerr != nil {
+			if eerr := l.s.ensure(ctx, l.vhost, l.name, l.args); eerr != nil {
 				l.s.log.Debug("ensure stream", "err", eerr)
 			}
 		}
@@ -357,19 +354,6 @@ func (l *streamLog) awaitPublish(msg *nats.Msg, fut jetstream.PubAckFuture, err 
 		l.s.log.Debug("append to a cluster stream failed; retrying", "vhost", l.vhost, "stream", l.name, "err", err)
 		fut, err = l.s.js.PublishMsgAsync(msg)
 	}
-}
-
-// argsTable rebuilds the declaration's arguments that shape the JetStream
-// stream.
-func (l *streamLog) argsTable() core.Table {
-	t := core.Table{"x-queue-type": "stream"}
-	if l.args.MaxLengthBytes > 0 {
-		t["x-max-length-bytes"] = l.args.MaxLengthBytes
-	}
-	if l.args.HasDedupWindow {
-		t["x-stream-dedup-window"] = l.args.DedupWindow.Milliseconds()
-	}
-	return t
 }
 
 // noteNext records that JetStream holds sequence seq (offset seq-1).
@@ -447,7 +431,7 @@ func (l *streamLog) Follow(ctx context.Context, all bool) error {
 func (l *streamLog) refresh(ctx context.Context) (first, next uint64, err error) {
 	st, err := l.s.js.Stream(ctx, l.stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if err = l.s.ensure(ctx, l.vhost, core.QueueInfo{Name: l.name, Durable: true, Args: l.argsTable()}); err == nil {
+		if err = l.s.ensure(ctx, l.vhost, l.name, l.args); err == nil {
 			st, err = l.s.js.Stream(ctx, l.stream)
 		}
 	}

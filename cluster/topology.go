@@ -460,9 +460,9 @@ func (t *Topology) PutQueue(vhost string, q core.QueueInfo) (core.QueueInfo, err
 			return core.QueueInfo{}, err
 		}
 	}
-	if t.streams != nil && isStream(q) {
+	if a, ok := isStream(q); ok && t.streams != nil {
 		ctx, cancel := t.opCtx()
-		err := t.streams.ensure(ctx, vhost, q)
+		err := t.streams.ensure(ctx, vhost, q.Name, a)
 		cancel()
 		if err != nil {
 			return core.QueueInfo{}, err
@@ -518,7 +518,7 @@ func (t *Topology) DeleteQueue(vhost, name string) error {
 	if err != nil {
 		return err
 	}
-	if known && isStream(ent.queue) {
+	if _, ok := isStream(ent.queue); known && ok {
 		return t.dropLogs(vhost, []string{name})
 	}
 	return t.dropStreams(vhost, []string{name})
@@ -563,8 +563,10 @@ func (t *Topology) DeleteVHost(name string) error {
 		if e.kind == kindQueue && e.vhost == name && sharedQueue(e.queue) {
 			queues = append(queues, e.queue.Name)
 		}
-		if e.kind == kindQueue && e.vhost == name && isStream(e.queue) {
-			logs = append(logs, e.queue.Name)
+		if e.kind == kindQueue && e.vhost == name {
+			if _, ok := isStream(e.queue); ok {
+				logs = append(logs, e.queue.Name)
+			}
 		}
 	}
 	t.mu.Unlock()
