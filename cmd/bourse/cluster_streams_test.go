@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/go-stomp/stomp/v3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -148,8 +150,8 @@ func dialAMQP(t *testing.T, addr string) *amqp.Connection {
 
 // TestClusterStreamAcrossNodes: a stream declared and published to on node
 // A (confirms once JetStream has the records) is read from "first" over
-// AMQP on B and on C with the same offsets and bodies, and over STOMP on C
-// from offset 40; a named reader resumes on C where it left off on B; C's
+// AMQP on B and on C with the same offsets and bodies, over STOMP on C
+// from offset 40 and over MQTT 5 on B from offset 90; a named reader resumes on C where it left off on B; C's
 // fetch endpoint serves the records from its copy; a reader following
 // "next" on C gets a record published on B live; a resent message id is
 // not appended twice; a delete removes the JetStream stream.
@@ -217,6 +219,36 @@ func TestClusterStreamAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sc0.Disconnect()
+
+	// Over MQTT 5 on B, from offset 90.
+	conn, err := net.Dial("tcp", nodes[1]["mqtt"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mqttMsgs := make(chan *paho.Publish, 100)
+	mc := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { mqttMsgs <- pr.Packet; return true, nil },
+	}})
+	mctx, mcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer mcancel()
+	if ca, err := mc.Connect(mctx, &paho.Connect{ClientID: "replayer", CleanStart: true, KeepAlive: 30,
+		Username: "guest", UsernameFlag: true, Password: []byte("guest"), PasswordFlag: true}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("mqtt connect on B: %v %+v", err, ca)
+	}
+	if sa, err := mc.Subscribe(mctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$stream/events/90", QoS: 1}}}); err != nil || sa.Reasons[0] >= 0x80 {
+		t.Fatalf("mqtt subscribe on B: %v %+v", err, sa)
+	}
+	for j := 90; j < 100; j++ {
+		select {
+		case m := <-mqttMsgs:
+			if got := m.Properties.User.Get("x-stream-offset"); got != fmt.Sprint(j) || string(m.Payload) != bodies[j] {
+				t.Fatalf("MQTT on B, record %d: offset %s body %q", j, got, m.Payload)
+			}
+		case <-mctx.Done():
+			t.Fatalf("MQTT on B: record %d not within 20s", j)
+		}
+	}
+	_ = mc.Disconnect(&paho.Disconnect{})
 
 	// A named reader reads 50 on B, then resumes on C from offset 50.
 	r := readStream(t, cb, "events", amqp.Table{"x-stream-offset": "first", "x-stream-consumer-name": "billing"})
