@@ -151,10 +151,11 @@ func dialAMQP(t *testing.T, addr string) *amqp.Connection {
 // TestClusterStreamAcrossNodes: a stream declared and published to on node
 // A (confirms once JetStream has the records) is read from "first" over
 // AMQP on B and on C with the same offsets and bodies, over STOMP on C
-// from offset 40 and over MQTT 5 on B from offset 90; a named reader resumes on C where it left off on B; C's
-// fetch endpoint serves the records from its copy; a reader following
-// "next" on C gets a record published on B live; a resent message id is
-// not appended twice; a delete removes the JetStream stream.
+// from offset 40 and over MQTT 5 on B from offset 90; a named reader
+// resumes on C where it left off on B; C's fetch endpoint serves the
+// records from its copy; a reader following "next" on C gets a record
+// published on B live; a resent message id is not appended twice; a
+// delete removes the JetStream stream.
 func TestClusterStreamAcrossNodes(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
