@@ -89,10 +89,10 @@
 //   - A record's offset is its JetStream sequence minus one, the same on
 //     every node. Publish: the router appends to the stream's queue as on
 //     one node, and the queue's log (streamLog) publishes to JetStream with
-//     Nats-Msg-Id = the message id (a random id without one, or with
-//     x-stream-dedup-window 0), so JetStream deduplicates across nodes;
-//     the confirm comes with the PubAck (retried with the same id until
-//     the timeout). The node's own deduplication is off.
+//     Nats-Msg-Id = a digest of the message id (a random id without one,
+//     or with x-stream-dedup-window 0), so JetStream deduplicates across
+//     nodes; the confirm comes with the PubAck (retried with the same id
+//     until the timeout). The node's own deduplication is off.
 //   - Reading: every node keeps its own segment log of the stream (the
 //     single-node format, storage's ReplicaLog), empty until a reader
 //     comes: a consumer (AMQP, STOMP, MQTT) or the fetch endpoint calls

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -289,9 +290,9 @@ var (
 )
 
 // Append implements queue.Log: the record goes to the JetStream stream
-// (with the message id as Nats-Msg-Id, so that JetStream deduplicates it
-// within the stream's window on every node), and done gets its offset
-// once JetStream has stored it.
+// (with a digest of the message id as Nats-Msg-Id, so that JetStream
+// deduplicates it within the stream's window whatever the node), and done
+// gets its offset once JetStream has stored it.
 func (l *streamLog) Append(m *core.Message, done func(uint64, error)) {
 	payload, err := record.AppendMessage(nil, m)
 	if err != nil {
@@ -302,12 +303,16 @@ func (l *streamLog) Append(m *core.Message, done func(uint64, error)) {
 		done(0, core.Errorf(core.ResourceError, "message of %d bytes (encoded) above the cluster's payload limit of %d", len(payload), l.s.maxPayload))
 		return
 	}
-	id := m.Props.MessageID
-	if id == "" || !dedups(l.args) {
-		var b [16]byte
+	// A digest of the message id, not the id: a NATS header cannot carry
+	// every byte an AMQP short string can.
+	var b [18]byte
+	if id := m.Props.MessageID; id != "" && dedups(l.args) {
+		h := sha256.Sum256([]byte(id))
+		copy(b[:], h[:])
+	} else {
 		_, _ = rand.Read(b[:])
-		id = base64.RawURLEncoding.EncodeToString(b[:])
 	}
+	id := base64.RawURLEncoding.EncodeToString(b[:])
 	msg := &nats.Msg{Subject: l.subject, Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
 	// Sent now, on the publisher's path, so that one publisher's records
 	// keep their order.
