@@ -101,9 +101,11 @@
 //     with JetStream's timestamp, and from then on follows new appends.
 //     Readers read the local log as on one node (sendfile included). A
 //     consumer's start ("first", "next", "last", an offset) is resolved
-//     against JetStream's bounds, read when it subscribes; a time, and
-//     the fetch endpoint, wait until the local copy holds what JetStream
-//     held (at most the timeout).
+//     against JetStream's bounds, read when it subscribes; a time waits
+//     until the copy holds a record at or after it, or all of the stream
+//     (at most the timeout, then the copy's end, which is no later than
+//     the exact offset); the fetch endpoint waits until the copy holds
+//     what JetStream held (at most 10 s, then 503).
 //   - The copy starts over at JetStream's first offset when it does not
 //     fit: it is past JetStream's last sequence, before its first, or its
 //     last record differs from JetStream's at that sequence (a copy left

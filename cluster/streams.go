@@ -383,8 +383,33 @@ func (l *streamLog) Bounds() (first, next uint64) {
 	return min(first, next), next
 }
 
-// OffsetAt implements queue.Log, on the local copy.
-func (l *streamLog) OffsetAt(t time.Time) uint64 { return l.local.OffsetAt(t) }
+// OffsetAt implements queue.Log, on the local copy. The copy is a prefix of
+// the stream, so its answer is exact once it holds a record at or after t,
+// or all of the stream; until then (at most the timeout) it waits for the
+// copy, then answers the copy's tail, which is no later than the exact
+// offset (a reader from there gets a few records too many, never too few).
+func (l *streamLog) OffsetAt(t time.Time) uint64 {
+	deadline := time.NewTimer(l.s.timeout)
+	defer deadline.Stop()
+	for {
+		changed := l.local.Changed()
+		off := l.local.OffsetAt(t)
+		_, have := l.local.Bounds()
+		l.mu.Lock()
+		caughtUp := !l.following || have >= l.next
+		l.mu.Unlock()
+		if off < have || caughtUp {
+			return off
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return off
+		case <-l.ctx.Done():
+			return off
+		}
+	}
+}
 
 // Read implements queue.Log, on the local copy.
 func (l *streamLog) Read(offset uint64, maxBytes int, fn func(uint64, time.Time, *core.Message)) (uint64, error) {

@@ -30,6 +30,13 @@ func newStreamNodes(t *testing.T, c *testCluster) *streamNodes {
 		s.dirs = append(s.dirs, filepath.Join(dir, fmt.Sprintf("streams%d", i)))
 	}
 	t.Cleanup(func() {
+		// The nodes first: they copy into the stores.
+		for i, n := range c.nodes {
+			if n != nil {
+				n.Close()
+				c.nodes[i] = nil
+			}
+		}
 		for _, st := range s.stores {
 			if st != nil {
 				st.Close()
@@ -226,4 +233,38 @@ func TestStreamBulkCopy(t *testing.T) {
 	}
 	t.Logf("%d records of 1 KiB: appended with confirms at %.0f/s, copied to another node at %.0f/s",
 		n, n/appended.Seconds(), n/copied.Seconds())
+}
+
+// TestStreamReadFromTime: a reader from a time on a node that has no copy
+// yet starts at the first record appended at or after it (the copy is
+// waited for), with the offset every node gives it.
+func TestStreamReadFromTime(t *testing.T) {
+	c := newTestCluster(t, 3)
+	sn := newStreamNodes(t, c)
+	a := sn.attach(t, 0)
+	sn.attach(t, 1)
+	cb := sn.attach(t, 2)
+	va := vhost(t, a, "/")
+	if _, err := va.DeclareQueue(streamDecl); err != nil {
+		t.Fatal(err)
+	}
+	publishConfirmed(t, va, "", "log", 10, "a")
+	from := time.Now().Add(2 * time.Millisecond)
+	for !time.Now().After(from.Add(2 * time.Millisecond)) {
+		time.Sleep(time.Millisecond)
+	}
+	publishConfirmed(t, va, "", "log", 10, "b")
+	s := newSink()
+	t0 := time.Now()
+	sub, err := vhost(t, cb, "/").Consume("log", s, queue.ConsumeOptions{Tag: "t", Prefetch: 5, NoAck: true,
+		Stream: &queue.StreamOptions{Offset: queue.OffsetSpec{Kind: queue.OffsetTime, Time: from}, HasOffset: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Cancel()
+	d := s.next(t)
+	t.Logf("first record from the time on a node without a copy after %v", time.Since(t0))
+	if string(d.Msg.Body) != "b0" || d.Msg.Headers["x-stream-offset"] != int64(10) {
+		t.Fatalf("first record from the time: %q at offset %v, want b0 at 10", d.Msg.Body, d.Msg.Headers["x-stream-offset"])
+	}
 }

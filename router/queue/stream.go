@@ -387,8 +387,8 @@ func (q *Queue) consumeStream(c Consumer, o ConsumeOptions) (*Sub, error) {
 		so = *o.Stream
 	}
 	// A copy filled from a cluster: its bounds must be the cluster's
-	// before the start is resolved (for a time, its records too).
-	if err := q.follow(context.Background(), so.Offset.Kind == OffsetTime); err != nil {
+	// before the start is resolved.
+	if err := q.follow(context.Background(), false); err != nil {
 		return nil, err
 	}
 	s := &Sub{q: q, c: c, opts: o, st: &streamSub{

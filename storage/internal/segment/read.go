@@ -69,10 +69,9 @@ func (l *Log) OffsetAt(t time.Time) uint64 {
 	j := sort.Search(len(s.index), func(j int) bool { return s.index[j].ts >= ms })
 	from := s.index[max(j-1, 0)]
 	s.refs++
-	size := s.size
+	size, off := s.size, s.next
 	l.mu.RUnlock()
 	defer l.release(s)
-	off := s.next
 	_ = scanRecords(s.f, from.pos, size, func(h record.Header, _ []byte, _ int64) bool {
 		if h.Timestamp >= ms {
 			off = h.Offset
