@@ -25,6 +25,17 @@ import (
 // exist.
 func jsStreamState(t *testing.T, natsURL, stream string) (jetstream.StreamState, bool) {
 	t.Helper()
+	info, ok := jsStreamInfo(t, natsURL, stream)
+	if !ok {
+		return jetstream.StreamState{}, false
+	}
+	return info.State, true
+}
+
+// jsStreamInfo reads a stream's JetStream stream info (nil, false when it
+// does not exist).
+func jsStreamInfo(t *testing.T, natsURL, stream string) (*jetstream.StreamInfo, bool) {
+	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +49,7 @@ func jsStreamState(t *testing.T, natsURL, stream string) (jetstream.StreamState,
 	defer cancel()
 	st, err := js.Stream(ctx, cluster.StreamName("/", stream))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return jetstream.StreamState{}, false
+		return nil, false
 	}
 	if err != nil {
 		t.Fatalf("JetStream stream of %s: %v", stream, err)
@@ -47,7 +58,7 @@ func jsStreamState(t *testing.T, natsURL, stream string) (jetstream.StreamState,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State, true
+	return info, true
 }
 
 // streamRecord is one delivery of a stream reader.
@@ -148,14 +159,15 @@ func dialAMQP(t *testing.T, addr string) *amqp.Connection {
 	return c
 }
 
-// TestClusterStreamAcrossNodes: a stream declared and published to on node
-// A (confirms once JetStream has the records) is read from "first" over
-// AMQP on B and on C with the same offsets and bodies, over STOMP on C
-// from offset 40 and over MQTT 5 on B from offset 90; a named reader
-// resumes on C where it left off on B; C's fetch endpoint serves the
-// records from its copy; a reader following "next" on C gets a record
-// published on B live; a resent message id is not appended twice; a
-// delete removes the JetStream stream.
+// TestClusterStreamAcrossNodes: a stream declared on node A is a JetStream
+// stream shaped by its arguments; published to on A (confirms once
+// JetStream has the records), it is read from "first" over AMQP on B and
+// on C with the same offsets and bodies, over STOMP on C from offset 40
+// and over MQTT 5 on B from offset 90; a named reader resumes on C where
+// it left off on B; C's fetch endpoint serves the records from its copy; a
+// reader following "next" on C gets a record published on B live; a
+// resent message id is not appended twice; a delete removes the JetStream
+// stream.
 func TestClusterStreamAcrossNodes(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	nodes, stop := startServeCluster(t)
@@ -169,8 +181,17 @@ func TestClusterStreamAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decl.QueueDeclare("events", true, false, false, false, amqp.Table{"x-queue-type": "stream"}); err != nil {
+	if _, err := decl.QueueDeclare("events", true, false, false, false, amqp.Table{"x-queue-type": "stream",
+		"x-max-age": "7D", "x-stream-dedup-window": int32(60000)}); err != nil {
 		t.Fatal(err)
+	}
+	info, ok := jsStreamInfo(t, nodes[1]["nats"], "events")
+	if !ok {
+		t.Fatal("no JetStream stream for a declared stream")
+	}
+	if cfg := info.Config; cfg.Retention != jetstream.LimitsPolicy || cfg.Storage != jetstream.FileStorage ||
+		cfg.Replicas != 3 || cfg.MaxAge != 7*24*time.Hour || cfg.Duplicates != time.Minute || cfg.MaxBytes != -1 {
+		t.Fatalf("JetStream stream of a declared stream: %+v", cfg)
 	}
 	var bodies []string
 	for i := range 100 {
