@@ -4,7 +4,8 @@
 //
 // It replicates the topology (router.Replicator, topology.go), keeps the
 // messages of shared durable queues in JetStream (router.SharedQueues,
-// queues.go), carries messages to the node-local queues of other nodes
+// queues.go), keeps streams in JetStream (router.SharedStreams,
+// streams.go), carries messages to the node-local queues of other nodes
 // over core NATS (router.NodeFanout, fanout.go), shares users and
 // permissions (users.go: the auth store's records in the KV bucket
 // bourse_users, applied on every node by a watcher), and shares MQTT
@@ -188,13 +189,60 @@
 //     (shared queues, above): one stream and one consumer per persistent
 //     subscription, each a Raft group at R3.
 //
+// Streams (x-queue-type stream):
+//
+//   - Each stream is a JetStream stream with limits retention, named
+//     StreamName (bourse_s_<readable part>_<digest>), subject StreamSubject
+//     (bourse.s.<vhost token>.<stream token>), file storage, replicas as
+//     for queues; MaxBytes from x-max-length-bytes, MaxAge from x-max-age,
+//     Discard old; Duplicates from x-stream-dedup-window (default two
+//     minutes, at most MaxAge). The declaring node creates it before it
+//     records the stream in the bucket; the deleting node deletes it, and
+//     the stream's named offsets, after removing the stream.
+//   - A record's offset is its JetStream sequence minus one, the same on
+//     every node. Publish: the router appends to the stream's queue as on
+//     one node, and the queue's log (streamLog) publishes to JetStream with
+//     Nats-Msg-Id = a digest of the message id (a random id without one,
+//     or with x-stream-dedup-window 0), so JetStream deduplicates across
+//     nodes; the confirm comes with the PubAck (retried with the same id
+//     until the timeout). The node's own deduplication is off.
+//   - Reading: every node keeps its own segment log of the stream (the
+//     single-node format, storage's ReplicaLog), empty until a reader
+//     comes: a consumer (AMQP, STOMP, MQTT) or the fetch endpoint calls
+//     Follow, which starts an ordered consumer copying the JetStream
+//     stream into the local log, each record at its sequence minus one
+//     with JetStream's timestamp, and from then on follows new appends.
+//     Readers read the local log as on one node (sendfile included). A
+//     consumer's start ("first", "next", "last", an offset) is resolved
+//     against JetStream's bounds, read when it subscribes; a time waits
+//     until the copy holds a record at or after it, or all of the stream
+//     (at most the timeout, then the copy's end, which is no later than
+//     the exact offset); the fetch endpoint waits until the copy holds
+//     what JetStream held (at most 10 s, then 503).
+//   - The copy starts over at JetStream's first offset when it does not
+//     fit: it is past JetStream's last sequence, before its first, or its
+//     last record differs from JetStream's at that sequence (a copy left
+//     from a deleted stream of the same name). When JetStream's retention
+//     passes the copy (a gap in the sequences), it starts over too.
+//   - Retention: JetStream's limits decide; the local copy has no limits
+//     of its own, and every second a copying node reads the stream's first
+//     sequence and deletes its local segments wholly below it
+//     (TrimBefore). A reader's "first" is JetStream's first offset.
+//   - Named offsets (x-stream-consumer-name, HTTP …/offsets/{name}) are
+//     keys of the KV bucket OffsetsBucket (bourse_stream_offsets), written
+//     within 100 ms of an ack (at-least-once across a node's crash, as on
+//     one node) and at shutdown, read when a named reader subscribes, so
+//     a reader resumes on any node.
+//
 // What is not shared yet: x-max-length/overflow, priorities and single
 // active consumer act on each node's own share only; x-message-ttl counts
 // from the publish but is enforced only on messages a node pulled. A
 // message a node pulled for a consumer that left before it arrived comes
-// back flagged redelivered. Streams (x-queue-type stream) stay per node;
-// transient and exclusive queues (so clean MQTT sessions' subscriptions)
-// stay on their node, reached from the others by the fan-out.
+// back flagged redelivered. Transient and exclusive queues (so clean MQTT
+// sessions' subscriptions) stay on their node, reached from the others by
+// the fan-out. A node that started copying a stream copies it until the
+// stream is deleted or the node stops, readers or not; a stream's counts
+// and sizes on a node are its copy's, and 0 before a reader came there.
 //
 // In embedded mode (Node with ModeEmbedded) the process runs a nats-server
 // with JetStream and SyncAlways (sync_interval: always), so that a

@@ -69,16 +69,17 @@ type Options struct {
 // connection, the embedded server in ModeEmbedded, and the replicated
 // topology.
 type Node struct {
-	srv    *server.Server
-	nc     *nats.Conn // control: the topology
-	data   *nats.Conn // messages of the shared queues
-	fan    *nats.Conn // fan-out to node-local queues (no echo)
-	topo   *Topology
-	queues *Queues
-	users  *Users
-	fanout *Fanout
-	mqtt   *MQTT
-	log    *slog.Logger
+	srv     *server.Server
+	nc      *nats.Conn // control: the topology
+	data    *nats.Conn // messages of the shared queues
+	fan     *nats.Conn // fan-out to node-local queues (no echo)
+	topo    *Topology
+	queues  *Queues
+	streams *Streams
+	users   *Users
+	fanout  *Fanout
+	mqtt    *MQTT
+	log     *slog.Logger
 }
 
 // Start starts the embedded server (ModeEmbedded), connects, and opens the
@@ -188,6 +189,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	n.topo.shared = n.queues
+	if n.streams, err = newStreams(n.data, qreplicas, timeout, o.Logger.With("component", "streams")); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	n.topo.streams = n.streams
 	if n.users, err = openUsers(ctx, js, replicas, timeout, o.Logger.With("component", "users")); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -210,6 +216,9 @@ func (n *Node) Users() *Users { return n.users }
 // MQTT returns the MQTT sessions and retained messages shared by the
 // nodes (protocols/mqtt's Cluster).
 func (n *Node) MQTT() *MQTT { return n.mqtt }
+
+// Streams returns the store of streams (a router.SharedStreams).
+func (n *Node) Streams() *Streams { return n.streams }
 
 // Queues returns the store of the shared queues' messages (a
 // router.SharedQueues).
@@ -258,6 +267,9 @@ func (n *Node) Close() {
 	}
 	if n.queues != nil {
 		n.queues.Close()
+	}
+	if n.streams != nil {
+		n.streams.Close()
 	}
 	if n.fanout != nil {
 		n.fanout.close()

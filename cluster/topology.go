@@ -60,6 +60,8 @@ type Topology struct {
 	// shared keeps the messages of shared queues: a queue's stream is
 	// created before the queue is recorded, deleted after it is removed.
 	shared *Queues
+	// streams keeps streams (x-queue-type stream) likewise.
+	streams *Streams
 }
 
 var _ router.Replicator = (*Topology)(nil)
@@ -464,6 +466,14 @@ func (t *Topology) PutQueue(vhost string, q core.QueueInfo) (core.QueueInfo, err
 			return core.QueueInfo{}, err
 		}
 	}
+	if a, ok := isStream(q); ok && t.streams != nil {
+		ctx, cancel := t.opCtx()
+		err := t.streams.ensure(ctx, vhost, q.Name, a)
+		cancel()
+		if err != nil {
+			return core.QueueInfo{}, err
+		}
+	}
 	key := queueKey(vhost, q.Name)
 	got, err := t.create(key, v)
 	if err != nil {
@@ -505,13 +515,34 @@ func (t *Topology) DeleteExchange(vhost, name string) error {
 // DeleteQueue implements router.Replicator: the bindings to the queue,
 // then the queue.
 func (t *Topology) DeleteQueue(vhost, name string) error {
+	t.mu.Lock()
+	ent, known := t.state[queueKey(vhost, name)]
+	t.mu.Unlock()
 	err := t.deleteWhere(func(e entry) bool {
 		return e.kind == kindBinding && e.vhost == vhost && e.binding.Dest == core.Dest{Kind: core.ToQueue, Name: name}
 	}, []string{queueKey(vhost, name)})
 	if err != nil {
 		return err
 	}
+	if _, ok := isStream(ent.queue); known && ok {
+		return t.dropLogs(vhost, []string{name})
+	}
 	return t.dropStreams(vhost, []string{name})
+}
+
+// dropLogs deletes the JetStream streams of streams that were deleted.
+func (t *Topology) dropLogs(vhost string, names []string) error {
+	if t.streams == nil {
+		return nil
+	}
+	ctx, cancel := t.opCtx()
+	defer cancel()
+	for _, n := range names {
+		if err := t.streams.drop(ctx, vhost, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dropStreams deletes the streams of shared queues that were deleted.
@@ -533,16 +564,24 @@ func (t *Topology) dropStreams(vhost string, names []string) error {
 // of the vhost, then the vhost.
 func (t *Topology) DeleteVHost(name string) error {
 	t.mu.Lock()
-	var queues []string
+	var queues, logs []string
 	for _, e := range t.state {
 		if e.kind == kindQueue && e.vhost == name && sharedQueue(e.queue) {
 			queues = append(queues, e.queue.Name)
+		}
+		if e.kind == kindQueue && e.vhost == name {
+			if _, ok := isStream(e.queue); ok {
+				logs = append(logs, e.queue.Name)
+			}
 		}
 	}
 	t.mu.Unlock()
 	err := t.deleteWhere(func(e entry) bool { return e.kind != kindVHost && e.vhost == name },
 		[]string{vhostKey(name)})
 	if err != nil {
+		return err
+	}
+	if err := t.dropLogs(name, logs); err != nil {
 		return err
 	}
 	return t.dropStreams(name, queues)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bourse-mq/bourse/router"
+	"github.com/bourse-mq/bourse/router/queue"
 	"github.com/bourse-mq/bourse/storage/stream"
 )
 
@@ -110,32 +112,44 @@ func jsonError(w http.ResponseWriter, code int, reason string, extra map[string]
 }
 
 // lookup finds the stream of a request; it answers the error itself.
-func (h *streamsHandler) lookup(w http.ResponseWriter, r *http.Request, write bool) (*stream.Log, string, string, bool) {
+func (h *streamsHandler) lookup(w http.ResponseWriter, r *http.Request, write bool) (*queue.Queue, *stream.Log, bool) {
 	vhost, name := r.PathValue("vhost"), r.PathValue("stream")
 	if h.o.Authorize != nil && !h.o.Authorize(w, r, vhost, name, write) {
-		return nil, "", "", false
+		return nil, nil, false
 	}
 	v, err := h.o.Broker.VHost(vhost)
 	if err != nil {
 		jsonError(w, http.StatusNotFound, "no vhost '"+vhost+"'", nil)
-		return nil, "", "", false
+		return nil, nil, false
 	}
 	q, err := v.Queue(name, 0)
 	if err != nil || !q.IsStream() {
 		jsonError(w, http.StatusNotFound, "no stream '"+name+"' in vhost '"+vhost+"'", nil)
-		return nil, "", "", false
+		return nil, nil, false
 	}
 	l := h.o.Store.Lookup(vhost, name)
 	if l == nil {
 		jsonError(w, http.StatusNotFound, "no stream '"+name+"' in vhost '"+vhost+"'", nil)
-		return nil, "", "", false
+		return nil, nil, false
 	}
-	return l, vhost, name, true
+	return q, l, true
 }
 
+// catchUpWait bounds how long a fetch waits for this node's copy of a
+// cluster stream to hold what the cluster held when the request came.
+const catchUpWait = 10 * time.Second
+
 func (h *streamsHandler) records(w http.ResponseWriter, r *http.Request) {
-	l, _, _, ok := h.lookup(w, r, false)
+	q, l, ok := h.lookup(w, r, false)
 	if !ok {
+		return
+	}
+	// Cluster mode: the segments served are this node's copy.
+	ctx, cancel := context.WithTimeout(r.Context(), catchUpWait)
+	err := q.CatchUp(ctx)
+	cancel()
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, err.Error(), nil)
 		return
 	}
 	qv := r.URL.Query()
@@ -262,12 +276,12 @@ func parseTime(s string) (time.Time, error) {
 }
 
 func (h *streamsHandler) getOffset(w http.ResponseWriter, r *http.Request) {
-	l, _, _, ok := h.lookup(w, r, false)
+	q, _, ok := h.lookup(w, r, false)
 	if !ok {
 		return
 	}
 	name := r.PathValue("name")
-	v, found := l.QueryOffset(name)
+	v, found := q.StreamOffset(name)
 	if !found {
 		jsonError(w, http.StatusNotFound, "no stored offset for reader '"+name+"'", nil)
 		return
@@ -277,7 +291,7 @@ func (h *streamsHandler) getOffset(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *streamsHandler) putOffset(w http.ResponseWriter, r *http.Request) {
-	l, _, _, ok := h.lookup(w, r, true)
+	q, _, ok := h.lookup(w, r, true)
 	if !ok {
 		return
 	}
@@ -293,6 +307,6 @@ func (h *streamsHandler) putOffset(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusBadRequest, "reader name: want 1 to 255 bytes", nil)
 		return
 	}
-	l.StoreOffset(name, *body.Offset)
+	q.SetStreamOffset(name, *body.Offset)
 	w.WriteHeader(http.StatusNoContent)
 }

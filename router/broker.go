@@ -65,9 +65,12 @@ type Options struct {
 	Shared SharedQueues
 	// Fanout, in cluster mode, carries messages to the node-local queues
 	// (exclusive, non-durable) of the other nodes. Needs Replicator.
-	Fanout   NodeFanout
-	Messages MessageStore // nil: messages are not persisted
-	Streams  StreamStore  // nil: streams cannot be declared
+	Fanout NodeFanout
+	// SharedStreams, in cluster mode, keeps streams in the cluster: each
+	// node's copy is filled from it. Needs Replicator and Streams.
+	SharedStreams SharedStreams
+	Messages      MessageStore // nil: messages are not persisted
+	Streams       StreamStore  // nil: streams cannot be declared
 	// OnConfirm, when set, is told how long each confirm of a message that
 	// had to reach the disk took (publish to durable).
 	OnConfirm func(time.Duration)
@@ -113,7 +116,7 @@ func New(opts Options) *Broker {
 	if opts.Replicator != nil {
 		opts.Meta = nil
 	} else {
-		opts.Shared, opts.Fanout = nil, nil
+		opts.Shared, opts.Fanout, opts.SharedStreams = nil, nil, nil
 	}
 	b := &Broker{opts: opts, log: opts.Logger, vhosts: map[string]*VHost{}}
 	b.vhosts[core.DefaultVHost] = newVHost(b, core.DefaultVHost)

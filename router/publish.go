@@ -374,9 +374,15 @@ func (v *VHost) deadLetterConfirm(dlx string, m *core.Message, done func(error))
 	}})
 }
 
-// Consume subscribes c to queue name on behalf of connection conn.
+// Consume subscribes c to queue name on behalf of connection conn. In
+// cluster mode a queue this node does not know yet is waited for (it may
+// have just been declared on another node).
 func (v *VHost) Consume(name string, c queue.Consumer, o queue.ConsumeOptions) (*queue.Sub, error) {
-	q, err := v.Queue(name, o.Owner)
+	var q *queue.Queue
+	err := v.b.syncRetry(func() (err error) {
+		q, err = v.Queue(name, o.Owner)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,7 @@ func (v *VHost) close() {
 	v.exchanges = map[string]*Exchange{}
 	v.mu.Unlock()
 	for _, q := range qs {
+		v.unshareStream(q)
 		q.Delete(core.Errorf(core.NotFound, "vhost '%s' deleted", v.name))
 	}
 }
@@ -455,11 +456,11 @@ func (v *VHost) openStreamLocked(d QueueDecl, args queue.Args) (queue.Log, error
 	if err := v.checkStreamDecl(d); err != nil {
 		return nil, err
 	}
-	log, err := v.b.opts.Streams.OpenStream(v.name, d.Name, args.StreamConfig())
+	log, err := v.b.opts.Streams.OpenStream(v.name, d.Name, v.localStreamConfig(args))
 	if err != nil {
 		return nil, core.Wrap(core.ResourceError, err, "open stream '%s' in vhost '%s'", d.Name, v.name)
 	}
-	return log, nil
+	return v.shareStream(d.Name, args, log)
 }
 
 func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args, log queue.Log) *queue.Queue {
@@ -479,6 +480,10 @@ func (v *VHost) newQueueLocked(d QueueDecl, args queue.Args, log queue.Log) *que
 		},
 	}
 	if log != nil {
+		if v.b.opts.SharedStreams != nil {
+			// The cluster deduplicates, across nodes (JetStream's window).
+			cfg.Args.HasDedupWindow, cfg.Args.DedupWindow = true, 0
+		}
 		return queue.NewStream(cfg, hooks, log, v.b.log)
 	}
 	if v.b.opts.Shared != nil && replicatedQueue(cfg) {
@@ -650,6 +655,7 @@ func (v *VHost) removeQueueLocked(q *queue.Queue, remote bool) error {
 	}
 	delete(v.queues, q.Name())
 	if q.IsStream() {
+		v.unshareStream(q)
 		if err := v.b.opts.Streams.DeleteStream(v.name, q.Name()); err != nil {
 			v.b.log.Error("stream files not removed", "vhost", v.name, "stream", q.Name(), "err", err)
 		}

@@ -152,6 +152,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, readyFile s
 		ropts.Replicator = node.Topology()
 		ropts.Shared = node.Queues()
 		ropts.Fanout = node.Fanout()
+		ropts.SharedStreams = node.Streams()
 	}
 	broker := router.New(ropts)
 	if node != nil {

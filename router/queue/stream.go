@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -33,6 +34,38 @@ type Log interface {
 	NamedOffsets() map[string]uint64
 	// Size reports segments and bytes on disk.
 	Size() (segments int, bytes int64)
+}
+
+// Follower is a Log whose records are copied in from elsewhere (a
+// cluster's stream, in cluster mode): nothing is copied until a reader
+// follows it.
+type Follower interface {
+	// Follow starts copying if the log is not being filled yet, and
+	// returns once Bounds reflects the source (its first and next offsets
+	// as of the call) or, with all, once the log holds every record the
+	// source held at the call; or when ctx ends.
+	Follow(ctx context.Context, all bool) error
+}
+
+// CatchUp makes sure a stream's records are copied to this node (cluster
+// mode) and returns once it holds those the cluster held at the call; on a
+// single node it returns at once.
+func (q *Queue) CatchUp(ctx context.Context) error {
+	return q.follow(ctx, true)
+}
+
+func (q *Queue) follow(ctx context.Context, all bool) error {
+	if q.stream == nil {
+		return nil
+	}
+	f, ok := q.stream.log.(Follower)
+	if !ok {
+		return nil
+	}
+	if err := f.Follow(ctx, all); err != nil {
+		return core.Wrap(core.ResourceError, err, "stream '%s' in vhost '%s' not reachable in the cluster", q.cfg.Name, q.cfg.VHost)
+	}
+	return nil
 }
 
 // StreamConfig is what storage needs to open a stream's log.
@@ -352,6 +385,11 @@ func (q *Queue) consumeStream(c Consumer, o ConsumeOptions) (*Sub, error) {
 	var so StreamOptions
 	if o.Stream != nil {
 		so = *o.Stream
+	}
+	// A copy filled from a cluster: its bounds must be the cluster's
+	// before the start is resolved.
+	if err := q.follow(context.Background(), false); err != nil {
+		return nil, err
 	}
 	s := &Sub{q: q, c: c, opts: o, st: &streamSub{
 		name: so.Name,

@@ -69,10 +69,9 @@ func (l *Log) OffsetAt(t time.Time) uint64 {
 	j := sort.Search(len(s.index), func(j int) bool { return s.index[j].ts >= ms })
 	from := s.index[max(j-1, 0)]
 	s.refs++
-	size := s.size
+	size, off := s.size, s.next
 	l.mu.RUnlock()
 	defer l.release(s)
-	off := s.next
 	_ = scanRecords(s.f, from.pos, size, func(h record.Header, _ []byte, _ int64) bool {
 		if h.Timestamp >= ms {
 			off = h.Offset
@@ -272,10 +271,12 @@ func (l *Log) ReadRange(offset uint64, maxBytes int64) (Range, error) {
 	return r, nil
 }
 
-// retain deletes the oldest sealed segments while the log is over MaxBytes
-// or their newest record is older than MaxAge.
+// retain deletes the oldest sealed segments while the log is over MaxBytes,
+// their newest record is older than MaxAge, or they are below TrimBefore's
+// offset.
 func (l *Log) retain() {
-	if l.opts.MaxBytes <= 0 && l.opts.MaxAge <= 0 {
+	trim := l.trim.Load()
+	if l.opts.MaxBytes <= 0 && l.opts.MaxAge <= 0 && trim == 0 {
 		return
 	}
 	now := l.opts.Now().UnixMilli()
@@ -289,7 +290,7 @@ func (l *Log) retain() {
 		s := l.segs[0]
 		old := l.opts.MaxAge > 0 && s.lastTS < now-l.opts.MaxAge.Milliseconds()
 		big := l.opts.MaxBytes > 0 && total > l.opts.MaxBytes
-		if !old && !big {
+		if !old && !big && s.next > trim {
 			break
 		}
 		total -= s.size

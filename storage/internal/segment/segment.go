@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bourse-mq/bourse/core"
@@ -131,6 +132,8 @@ type Log struct {
 	stop    chan struct{}
 	stopped chan struct{}
 
+	trim atomic.Uint64 // TrimBefore: sealed segments wholly below go
+
 	// writer-owned
 	lastTS    int64
 	lastIndex int64 // position of the active segment's last index entry
@@ -141,6 +144,12 @@ type Log struct {
 type pending struct {
 	rec  []byte // HeaderSize bytes of room, then the payload
 	done func(offset uint64, err error)
+	// AppendAt: the record's offset and timestamp are given.
+	at      uint64
+	ts      int64
+	atGiven bool
+	// Reset: the log starts over at offset at (rec is nil).
+	reset bool
 }
 
 // Open opens (creating if needed) the log in dir and recovers it.
@@ -440,18 +449,7 @@ func (l *Log) Append(m *core.Message, done func(offset uint64, err error)) {
 		done(0, err)
 		return
 	}
-	l.qmu.Lock()
-	if l.stop == nil {
-		l.qmu.Unlock()
-		done(0, ErrClosed)
-		return
-	}
-	l.queue = append(l.queue, pending{rec: rec, done: done})
-	l.qmu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	l.enqueue(pending{rec: rec, done: done})
 }
 
 func (l *Log) writer(stop <-chan struct{}) {
@@ -471,7 +469,7 @@ func (l *Log) writer(stop <-chan struct{}) {
 			l.queue = nil
 			l.qmu.Unlock()
 			if len(batch) > 0 {
-				l.writeBatch(batch)
+				l.writeBatches(batch)
 			}
 			l.housekeep(true)
 			return
@@ -480,9 +478,28 @@ func (l *Log) writer(stop <-chan struct{}) {
 		batch, l.queue = l.queue, batch[:0]
 		l.qmu.Unlock()
 		if len(batch) > 0 {
-			l.writeBatch(batch)
+			l.writeBatches(batch)
 			clear(batch)
 		}
+	}
+}
+
+// writeBatches writes batch, which resets may split into several.
+func (l *Log) writeBatches(batch []pending) {
+	for len(batch) > 0 {
+		i := 0
+		for i < len(batch) && !batch[i].reset {
+			i++
+		}
+		if i > 0 {
+			l.writeBatch(batch[:i])
+		}
+		if i == len(batch) {
+			return
+		}
+		r := batch[i]
+		r.done(r.at, l.restart(r.at))
+		batch = batch[i+1:]
 	}
 }
 
@@ -515,7 +532,15 @@ func (l *Log) writeBatch(batch []pending) {
 	}
 	var err error
 	offsets := make([]uint64, len(batch))
+	var refused []error // AppendAt records whose offset is not the next one
 	for i, p := range batch {
+		if p.atGiven && p.at != cur.next {
+			if refused == nil {
+				refused = make([]error, len(batch))
+			}
+			refused[i] = fmt.Errorf("segment: record for offset %d, but the log's next offset is %d: %w", p.at, cur.next, ErrOffset)
+			continue
+		}
 		if cur.size > 0 && cur.size+int64(len(p.rec)) > l.opts.SegmentBytes {
 			if err = flush(); err != nil {
 				break
@@ -532,6 +557,9 @@ func (l *Log) writeBatch(batch []pending) {
 			cur = added{seg: l.active(), next: cur.next, size: 0, ts: cur.ts}
 		}
 		ts := l.opts.Now().UnixMilli()
+		if p.atGiven {
+			ts = p.ts
+		}
 		if ts < l.lastTS {
 			ts = l.lastTS
 		}
@@ -573,6 +601,10 @@ func (l *Log) writeBatch(batch []pending) {
 	done = append(done, cur)
 	l.commit(done)
 	for i, p := range batch {
+		if refused != nil && refused[i] != nil {
+			p.done(0, refused[i])
+			continue
+		}
 		p.done(offsets[i], nil)
 	}
 	l.retain()
