@@ -61,7 +61,9 @@ type testCluster struct {
 	brokers []*router.Broker
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+// newTestCluster starts n nodes; tweak, if given, adjusts each node's
+// options first.
+func newTestCluster(t *testing.T, n int, tweak ...func(i int, o *cluster.Options)) *testCluster {
 	t.Helper()
 	ports := freePorts(t, n)
 	var routes []string
@@ -77,6 +79,9 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 			StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i)), Logger: quiet().With("node", i),
 			StartTimeout: 45 * time.Second, Timeout: 10 * time.Second,
 		})
+		for _, f := range tweak {
+			f(i, &c.opts[i])
+		}
 	}
 	// The nodes start together: an R3 bucket needs all three.
 	var wg sync.WaitGroup

@@ -147,10 +147,18 @@ func (t *Topology) Start(ctx context.Context, b *router.Broker) error {
 	t.started = true
 	t.broker = b
 	t.mu.Unlock()
+	// JetStream may be electing leaders (a node restarting while a peer is
+	// down): retry until ctx allows no more.
 	w, err := t.kv.WatchAll(t.base)
-	if err != nil {
-		close(t.done)
-		return fmt.Errorf("watch topology bucket: %w", err)
+	for backoff := 50 * time.Millisecond; err != nil; backoff = min(backoff*2, time.Second) {
+		t.log.Debug("topology bucket not watchable yet", "err", err)
+		select {
+		case <-ctx.Done():
+			close(t.done)
+			return fmt.Errorf("watch topology bucket: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		w, err = t.kv.WatchAll(t.base)
 	}
 	go t.watch(w)
 	select {
