@@ -111,6 +111,47 @@ func TestClusterEmbeddedTopologyOverAMQP(t *testing.T) {
 // "nats") and a stop function that waits for every node to stop.
 func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 	t.Helper()
+	c := startServeNodes(t)
+	return c.addrs, c.stopAll
+}
+
+// serveCluster is three in-process serve instances that stop one by one.
+type serveCluster struct {
+	t       *testing.T
+	addrs   []map[string]string // each node's ready file
+	cancels []context.CancelFunc
+	done    []chan error
+	stopped []bool
+}
+
+// stop shuts node i down (gracefully, as SIGTERM does) and waits for it.
+func (c *serveCluster) stop(i int) {
+	c.t.Helper()
+	if c.stopped[i] {
+		return
+	}
+	c.stopped[i] = true
+	c.cancels[i]()
+	select {
+	case err := <-c.done[i]:
+		if err != nil {
+			c.t.Errorf("node %d: serve returned %v", i, err)
+		}
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("node %d took too long to stop", i)
+	}
+}
+
+func (c *serveCluster) stopAll() {
+	for i := range c.cancels {
+		c.stop(i)
+	}
+}
+
+// startServeNodes starts three serve instances with cluster mode embedded
+// and waits until each is ready; tweak, if given, adjusts each config.
+func startServeNodes(t *testing.T, tweak ...func(i int, cfg *config.Config)) *serveCluster {
+	t.Helper()
 	dir := t.TempDir()
 	var ports []int
 	var ls []net.Listener
@@ -127,8 +168,8 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 		routes = append(routes, "nats://"+l.Addr().String())
 		l.Close()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 3)
+	c := &serveCluster{t: t, addrs: make([]map[string]string, 3), cancels: make([]context.CancelFunc, 3),
+		done: make([]chan error, 3), stopped: make([]bool, 3)}
 	readies := make([]string, 3)
 	for i := range 3 {
 		cfg := config.Default()
@@ -139,56 +180,43 @@ func startServeCluster(t *testing.T) ([]map[string]string, func()) {
 		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
 			Listen: "127.0.0.1:0", RouteListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
 			StartTimeout: config.Duration(45 * time.Second)}
+		for _, f := range tweak {
+			f(i, &cfg)
+		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
 		readies[i] = filepath.Join(dir, fmt.Sprintf("ready%d.json", i))
+		ctx, cancel := context.WithCancel(context.Background())
+		c.cancels[i], c.done[i] = cancel, make(chan error, 1)
 		go func() {
-			done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readies[i], new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
+			c.done[i] <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readies[i], new(slog.LevelVar), func() (config.Config, error) { return cfg, nil })
 		}()
 	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		for range 3 {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve returned %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("a node took too long to stop")
-			}
-		}
-	}
-	nodes := make([]map[string]string, 3)
 	deadline := time.Now().Add(60 * time.Second)
 	for i := range 3 {
 		for {
 			var a map[string]string
 			if b, err := os.ReadFile(readies[i]); err == nil && json.Unmarshal(b, &a) == nil {
-				nodes[i] = a
+				c.addrs[i] = a
 				if a["nats"] == "" {
 					t.Errorf("node %d: no nats address in the ready file", i)
 				}
 				break
 			}
 			select {
-			case err := <-done:
-				stop()
-				t.Fatalf("a node stopped before it was ready: %v", err)
+			case err := <-c.done[i]:
+				c.stopped[i] = true
+				c.stopAll()
+				t.Fatalf("node %d stopped before it was ready: %v", i, err)
 			default:
 			}
 			if time.Now().After(deadline) {
-				stop()
+				c.stopAll()
 				t.Fatalf("node %d never ready", i)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	return nodes, stop
+	return c
 }
