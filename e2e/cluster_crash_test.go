@@ -120,7 +120,8 @@ func TestClusterKill9KeepsConfirmedMessages(t *testing.T) {
 				}
 				pch, err := c.Channel()
 				if err == nil {
-					err = testkit.PublishConfirmed(pch, "crash", fmt.Sprintf("p%d.%d", i, round), ledger, 4000, 64, 30*time.Second, stop)
+					err = testkit.PublishConfirmed(pch, testkit.Load{Queue: "crash", Name: fmt.Sprintf("p%d.%d", i, round),
+						Max: 4000, Window: 64, ConfirmWait: 30 * time.Second, Stop: stop}, ledger)
 				}
 				c.Close()
 				errs[i] = err

@@ -64,7 +64,7 @@ func dialAMQP(t *testing.T, addr string) (*amqp.Connection, *amqp.Channel) {
 // JetStream elects a new leader, never a hang).
 func TestClusterStreamLeaderKilledUnderConfirmedLoad(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	c := startServeNodes(t)
+	c := startServeNodes(t, 3)
 	defer c.stopAll()
 	conn0, ch0 := dialAMQP(t, c.addrs[0]["amqp"])
 	if _, err := ch0.QueueDeclare("flow", true, false, false, false, nil); err != nil {
@@ -90,7 +90,8 @@ func TestClusterStreamLeaderKilledUnderConfirmedLoad(t *testing.T) {
 		conn, ch := dialAMQP(t, c.addrs[i]["amqp"])
 		conns = append(conns, conn)
 		wg.Go(func() {
-			pubErrs[i] = testkit.PublishConfirmed(ch, "flow", fmt.Sprintf("p%d", i), ledger, 3000, 64, 30*time.Second, stop)
+			pubErrs[i] = testkit.PublishConfirmed(ch, testkit.Load{Queue: "flow", Name: fmt.Sprintf("p%d", i),
+				Max: 3000, Window: 64, ConfirmWait: 30 * time.Second, Stop: stop}, ledger)
 		})
 	}
 	// A live consumer on a survivor.

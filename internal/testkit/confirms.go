@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -57,13 +58,22 @@ func (l *Ledger) Missing(got map[string]int) []string {
 	return out[:min(len(out), 20)]
 }
 
-// PublishConfirmed publishes persistent messages "<name>:<n>" (n from 1) to
-// queue through the default exchange on ch, a channel it puts in confirm
-// mode, at most window unconfirmed at a time, until max messages, stop, or
-// a channel or connection error. It waits at most confirmWait for each
-// confirm, records the outcome in l and returns the error that stopped it
-// (nil for max or stop).
-func PublishConfirmed(ch *amqp.Channel, queue, name string, l *Ledger, max, window int, confirmWait time.Duration, stop <-chan struct{}) error {
+// Load is what PublishConfirmed sends: persistent messages "<Name>:<n>"
+// (n from 1, padded with spaces to Size bytes) to Queue through the
+// default exchange, at most Window unconfirmed at a time, until Max
+// messages or Stop closes; each confirm is awaited at most ConfirmWait.
+type Load struct {
+	Queue, Name       string
+	Max, Window, Size int
+	ConfirmWait       time.Duration
+	Stop              <-chan struct{}
+}
+
+// PublishConfirmed publishes ld on ch, which it puts in confirm mode,
+// records each outcome in l, and returns the error that stopped it (nil
+// when Max was reached or Stop closed): a channel or connection error, or
+// a confirm not within ConfirmWait.
+func PublishConfirmed(ch *amqp.Channel, ld Load, l *Ledger) error {
 	if err := ch.Confirm(false); err != nil {
 		return fmt.Errorf("confirm.select: %w", err)
 	}
@@ -73,7 +83,7 @@ func PublishConfirmed(ch *amqp.Channel, queue, name string, l *Ledger, max, wind
 	}
 	var pending []out
 	settle := func(o out) error {
-		ctx, cancel := context.WithTimeout(context.Background(), confirmWait)
+		ctx, cancel := context.WithTimeout(context.Background(), ld.ConfirmWait)
 		defer cancel()
 		ok, err := o.dc.WaitContext(ctx)
 		if err != nil {
@@ -89,28 +99,32 @@ func PublishConfirmed(ch *amqp.Channel, queue, name string, l *Ledger, max, wind
 		return nil
 	}
 publish:
-	for n := 1; n <= max; n++ {
+	for n := 1; n <= ld.Max; n++ {
 		select {
-		case <-stop:
+		case <-ld.Stop:
 			break publish
 		default:
 		}
-		if len(pending) == window {
+		if len(pending) == max(ld.Window, 1) {
 			if err := settle(pending[0]); err != nil {
 				return err
 			}
 			pending = pending[1:]
 		}
-		body := fmt.Sprintf("%s:%d", name, n)
-		dc, err := ch.PublishWithDeferredConfirm("", queue, false, false, amqp.Publishing{
-			DeliveryMode: amqp.Persistent, MessageId: body, Body: []byte(body)})
+		id := fmt.Sprintf("%s:%d", ld.Name, n)
+		body := []byte(id)
+		if len(body) < ld.Size {
+			body = append(body, bytes.Repeat([]byte{' '}, ld.Size-len(body))...)
+		}
+		dc, err := ch.PublishWithDeferredConfirm("", ld.Queue, false, false, amqp.Publishing{
+			DeliveryMode: amqp.Persistent, MessageId: id, Body: body})
 		if err != nil {
-			return fmt.Errorf("publish %s: %w", body, err)
+			return fmt.Errorf("publish %s: %w", id, err)
 		}
 		l.mu.Lock()
 		l.sent++
 		l.mu.Unlock()
-		pending = append(pending, out{body, dc})
+		pending = append(pending, out{id, dc})
 	}
 	for _, o := range pending {
 		if err := settle(o); err != nil {
@@ -154,7 +168,7 @@ func Drain(ch *amqp.Channel, queue string, got map[string]int, want map[string]b
 			if !ok {
 				return bad, fmt.Errorf("consumer of %s closed", queue)
 			}
-			b := string(d.Body)
+			b := string(bytes.TrimRight(d.Body, " "))
 			if got[b] > 0 && !d.Redelivered && bad == "" {
 				bad = fmt.Sprintf("%s delivered again without the redelivered flag", b)
 			}
