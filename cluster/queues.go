@@ -127,16 +127,34 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
 		Replicas:    s.replicas,
 		Duplicates:  2 * time.Minute,
 	}
-	_, err := s.js.CreateStream(ctx, cfg)
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
-		cfg.Replicas = 1
-		_, err = s.js.CreateStream(ctx, cfg)
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+	err := retryTransient(ctx, func(ctx context.Context) error {
+		_, err := s.js.CreateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
+			cfg.Replicas = 1
+			_, err = s.js.CreateStream(ctx, cfg)
+		}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("create stream %s of queue '%s' in vhost '%s': %w", stream, name, vhost, err)
 	}
-	_, err = s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+	err = retryTransient(ctx, func(ctx context.Context) error {
+		_, err := s.js.CreateOrUpdateConsumer(ctx, stream, s.consumerConfig())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create the consumer of stream %s: %w", stream, err)
+	}
+	return nil
+}
+
+// consumerConfig is the configuration of each shared queue's consumer.
+func (s *Queues) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		Durable:       queueConsumer,
 		Description:   "Bourse nodes' consumers of the queue",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -145,16 +163,12 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
 		MaxDeliver:    -1,
 		MaxAckPending: -1, // Bourse enforces each consumer's prefetch
 		MaxWaiting:    512,
-	})
-	if err != nil {
-		return fmt.Errorf("create the consumer of stream %s: %w", stream, err)
 	}
-	return nil
 }
 
 // drop deletes the queue's stream (its messages with it).
 func (s *Queues) drop(ctx context.Context, vhost, name string) error {
-	err := s.js.DeleteStream(ctx, QueueStream(vhost, name))
+	err := retryTransient(ctx, func(ctx context.Context) error { return s.js.DeleteStream(ctx, QueueStream(vhost, name)) })
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete the stream of queue '%s' in vhost '%s': %w", name, vhost, err)
 	}

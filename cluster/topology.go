@@ -397,7 +397,11 @@ func (t *Topology) create(key string, val []byte) ([]byte, error) {
 	ctx, cancel := t.opCtx()
 	defer cancel()
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
-		rev, err := t.kv.Create(ctx, key, val)
+		var rev uint64
+		err := retryTransient(ctx, func(ctx context.Context) (err error) {
+			rev, err = t.kv.Create(ctx, key, val)
+			return err
+		})
 		if err == nil {
 			return val, t.waitApplied(ctx, rev)
 		}
@@ -593,7 +597,7 @@ func (t *Topology) keysWhere(pick func(entry) bool) []string {
 
 func (t *Topology) deleteKeys(ctx context.Context, keys []string) error {
 	for _, k := range keys {
-		if err := t.kv.Delete(ctx, k); err != nil {
+		if err := retryTransient(ctx, func(ctx context.Context) error { return t.kv.Delete(ctx, k) }); err != nil {
 			return fmt.Errorf("delete %s: %w", k, err)
 		}
 	}
