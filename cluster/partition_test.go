@@ -168,9 +168,19 @@ var errNoConfirm = errors.New("no confirm nor refusal")
 // the cluster timeout, while the majority goes on; once healed, it has
 // the topology made meanwhile and messages flow through it again.
 func TestPartitionedMinorityRefusesWritesAndCatchesUp(t *testing.T) {
+	// Node 2 is cut off and refuses within its timeout (the default). The
+	// majority's timeout is longer: a queue declared there during the
+	// partition gets a consumer whose raft group may have picked node 2
+	// to lead, and the two others elect another only after their election
+	// timeout (4 to 9 s), plus the race detector's slowness.
 	const timeout = 10 * time.Second
 	p := newPartition(t, 3)
-	c := newTestCluster(t, 3, p.tweak, func(_ int, o *cluster.Options) { o.Timeout = timeout })
+	c := newTestCluster(t, 3, p.tweak, func(i int, o *cluster.Options) {
+		o.Timeout = timeout
+		if i != 2 {
+			o.Timeout = 30 * time.Second
+		}
+	})
 	bs := []*router.Broker{c.attach(0), c.attach(1), c.attach(2)}
 	v0, v1, v2 := vhost(t, bs[0], "/"), vhost(t, bs[1], "/"), vhost(t, bs[2], "/")
 	if _, err := v0.DeclareQueue(router.QueueDecl{QueueInfo: router.QueueInfo{Name: "jobs", Durable: true}}); err != nil {
@@ -237,7 +247,9 @@ func TestPartitionedMinorityRefusesWritesAndCatchesUp(t *testing.T) {
 
 	p.heal()
 	healed := time.Now()
-	deadline := 30 * time.Second
+	// Healing may cost an election: the cut-off node campaigned alone and
+	// comes back with a higher term, so the leaders step down.
+	deadline := 60 * time.Second
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		for !cond() {
