@@ -34,7 +34,7 @@ func quiet() *slog.Logger {
 
 // freePorts reserves n loopback ports for route listeners, which the peers
 // must know before any node starts.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -55,7 +55,7 @@ func freePorts(t *testing.T, n int) []int {
 // testCluster is three embedded NATS nodes on loopback, each with a
 // broker whose durable topology is replicated.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	opts    []cluster.Options
 	nodes   []*cluster.Node
 	brokers []*router.Broker
@@ -63,7 +63,7 @@ type testCluster struct {
 
 // newTestCluster starts n nodes; tweak, if given, adjusts each node's
 // options first.
-func newTestCluster(t *testing.T, n int, tweak ...func(i int, o *cluster.Options)) *testCluster {
+func newTestCluster(t testing.TB, n int, tweak ...func(i int, o *cluster.Options)) *testCluster {
 	t.Helper()
 	ports := freePorts(t, n)
 	var routes []string
@@ -135,7 +135,7 @@ func (c *testCluster) close() {
 	}
 }
 
-func vhost(t *testing.T, b *router.Broker, name string) *router.VHost {
+func vhost(t testing.TB, b *router.Broker, name string) *router.VHost {
 	t.Helper()
 	v, err := b.VHost(name)
 	if err != nil {
@@ -145,7 +145,7 @@ func vhost(t *testing.T, b *router.Broker, name string) *router.VHost {
 }
 
 // eventually polls cond for up to 10s.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -13,3 +13,7 @@ func (n *Node) ServerName() string { return n.srv.Name() }
 
 // SettlesInFlight is how many acks and terms wait for JetStream's answer.
 func (n *Node) SettlesInFlight() int { return n.queues.settle.inFlight() }
+
+// UsePlainAcks makes the node send acks without waiting for answers, as
+// before they were confirmed; call it before the node is used.
+func (n *Node) UsePlainAcks() { n.queues.plainAcks = true }

@@ -161,3 +161,41 @@ func TestAcksSurviveLostQuorum(t *testing.T) {
 	suba.Cancel()
 	subw.Cancel()
 }
+
+// BenchmarkSharedQueueAck measures what confirming acks costs: a consumer
+// with a prefetch of 100 on one node of three takes and acks b.N messages
+// published beforehand on another, acks confirmed (as Bourse does) or
+// plain (fire and forget, as before); timed from the consume until the
+// stream is empty (and every confirmed ack answered).
+//
+//	go test -run '^$' -bench SharedQueueAck -benchtime 5000x ./cluster
+func BenchmarkSharedQueueAck(b *testing.B) {
+	for _, mode := range []string{"plain", "confirmed"} {
+		b.Run(mode, func(b *testing.B) {
+			c := newTestCluster(b, 3)
+			if mode == "plain" {
+				for _, n := range c.nodes {
+					n.UsePlainAcks()
+				}
+			}
+			bs := []*router.Broker{c.attach(0), c.attach(1), c.attach(2)}
+			if _, err := vhost(b, bs[0], "/").DeclareQueue(router.QueueDecl{QueueInfo: router.QueueInfo{Name: "ackbench", Durable: true}}); err != nil {
+				b.Fatal(err)
+			}
+			publishConfirmed(b, vhost(b, bs[0], "/"), "", "ackbench", b.N, "m")
+			b.ResetTimer()
+			s, sub := consume(b, vhost(b, bs[1], "/"), "ackbench", 100)
+			for range b.N {
+				d := s.next(b)
+				d.Queue.Ack(d.ID)
+			}
+			eventually(b, "stream empty", func() bool {
+				n, err := c.nodes[2].Queues().Messages(context.Background(), "/", "ackbench")
+				return err == nil && n == 0 && c.nodes[1].SettlesInFlight() == 0
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			sub.Cancel()
+		})
+	}
+}

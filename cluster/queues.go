@@ -92,6 +92,9 @@ type Queues struct {
 	closed bool
 	// maxPayload is the NATS server's payload limit.
 	maxPayload int
+	// plainAcks sends acks without waiting for an answer (tests measure
+	// what confirming them costs).
+	plainAcks bool
 }
 
 var _ router.SharedQueues = (*Queues)(nil)
@@ -381,6 +384,10 @@ func (r *remoteQueue) settle(h any) (jetstream.Msg, bool) {
 // redelivery after AckWait (at least once).
 func (r *remoteQueue) Ack(h any) {
 	if m, ok := r.settle(h); ok {
+		if r.s.plainAcks {
+			_ = m.Ack()
+			return
+		}
 		r.s.settle.send(m.Reply(), ackBody)
 	}
 }
