@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -184,5 +185,84 @@ func TestClusterStreamLeaderKilledUnderConfirmedLoad(t *testing.T) {
 		sent, confirmed, nacked, len(got), dups, resumed.Round(time.Millisecond))
 	dconn.Close()
 	cconn.Close()
+	c.stopAll()
+}
+
+// TestClusterNoQuorumRefusesWrites: with two of three nodes gone, the last
+// one refuses what needs JetStream, each in bounded time and over AMQP: a
+// confirmed publish to a shared queue is nacked, a transaction's commit
+// fails (connection closed with 506, never commit-ok: before the fix the
+// commit was acknowledged although the message was not stored), and a
+// declare fails with 506.
+func TestClusterNoQuorumRefusesWrites(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	c := startServeNodes(t, 3)
+	defer c.stopAll()
+	conn, ch := dialAMQP(t, c.addrs[0]["amqp"])
+	defer conn.Close()
+	if _, err := ch.QueueDeclare("q", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(1)
+	c.stop(2)
+	const bound = 40 * time.Second // the cluster timeout (10 s) with room
+
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	dc, err := ch.PublishWithDeferredConfirm("", "q", false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	ok, err := dc.WaitContext(ctx)
+	cancel()
+	if err != nil || ok {
+		t.Fatalf("publish with no quorum: acked=%v err=%v after %v, want a nack", ok, err, time.Since(start))
+	}
+	t.Logf("publish nacked after %v", time.Since(start).Round(time.Millisecond))
+
+	tconn, tch := dialAMQP(t, c.addrs[0]["amqp"])
+	defer tconn.Close()
+	if err := tch.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tch.Publish("", "q", false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte("tx")}); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	committed := make(chan error, 1)
+	go func() { committed <- tch.TxCommit() }()
+	select {
+	case err := <-committed:
+		var ae *amqp.Error
+		if err == nil {
+			t.Fatal("tx.commit-ok with no quorum: the message was not stored")
+		}
+		if !errors.As(err, &ae) || ae.Code != amqp.ResourceError {
+			t.Fatalf("tx.commit with no quorum: %v, want 506", err)
+		}
+		t.Logf("tx.commit failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(bound):
+		t.Fatal("tx.commit with no quorum: no answer")
+	}
+
+	dconn, dch := dialAMQP(t, c.addrs[0]["amqp"])
+	defer dconn.Close()
+	start = time.Now()
+	declared := make(chan error, 1)
+	go func() { _, err := dch.QueueDeclare("new", true, false, false, false, nil); declared <- err }()
+	select {
+	case err := <-declared:
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.ResourceError {
+			t.Fatalf("declare with no quorum: %v, want 506", err)
+		}
+		t.Logf("declare failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(bound):
+		t.Fatal("declare with no quorum: no answer")
+	}
+	conn.Close()
 	c.stopAll()
 }
