@@ -28,7 +28,9 @@ import (
 // process (one machine's cores for all). A cluster starts per call, so fix
 // the count:
 //
-//	go test -run '^$' -bench ClusterPublish -benchtime 8000x ./cmd/bourse
+//	go test -run '^$' -bench ClusterPublish -benchtime 8000x -count 3 -v ./cmd/bourse
+//
+// (-count repeats the three in turn; -v shows the logged ratios).
 func BenchmarkClusterPublish(b *testing.B) {
 	rates := map[string]float64{}
 	for _, sc := range []struct {
