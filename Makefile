@@ -55,7 +55,7 @@ bench:
 # Persistent confirmed publishes through one Bourse, one cluster node and
 # three cluster nodes (embedded JetStream), in one run: msgs/s and ratios.
 bench-cluster:
-	go test -run '^$$' -bench ClusterPublish -benchtime 8000x -count 3 -v ./cmd/bourse
+	$(GO) test -run '^$$' -bench ClusterPublish -benchtime 8000x -count 3 -v ./cmd/bourse
 
 clean:
 	rm -rf $(BIN)
