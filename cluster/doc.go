@@ -104,6 +104,11 @@
 //   - With two of three nodes gone, acks wait (retried) and reach the new
 //     consumer leader once a node is back.
 //
+// Cost (README "Cluster mode"): BenchmarkClusterPublish in cmd/bourse and
+// bench's cluster-persistent-16-publishers compare persistent confirmed
+// publishes through one Bourse, one cluster node and three;
+// BenchmarkSharedQueueAck compares confirmed and plain acks.
+//
 // What is not shared yet: message counts (declare-ok, management API),
 // purge, x-max-length/overflow, priorities and single active consumer
 // act on each node's own share only; x-message-ttl counts from the

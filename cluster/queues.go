@@ -24,13 +24,12 @@ import (
 
 // AckWait is the default of Options.AckWait: how long JetStream waits for
 // the acknowledgement of a message it handed to a node before it hands it
-// out again. Bourse tracks unacked
-// messages itself (prefetch, redelivery on reject, on a consumer or
-// connection gone, on a graceful shutdown), so this only matters when a
-// node dies (or is cut off) with messages in hand: they come back AckWait
-// after its last heartbeat. A live node beats for every message it holds
-// (a quarter of AckWait, settle.go), so a consumer may still hold a message for
-// as long as it likes.
+// out again. Bourse tracks unacked messages itself (prefetch, redelivery on
+// reject, on a consumer or connection gone, on a graceful shutdown), so
+// this only matters when a node dies (or is cut off) with messages in
+// hand: they come back AckWait after its last heartbeat. A live node beats
+// for every message it holds every quarter of AckWait (settle.go), so a
+// consumer may still hold a message for as long as it likes.
 const AckWait = 20 * time.Second
 
 // queueConsumer is the name of the one durable pull consumer of each
