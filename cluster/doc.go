@@ -91,7 +91,7 @@
 //     Stopping or SIGKILLing the stream leader's node under confirmed load
 //     loses no confirmed message; duplicates are possible (at least once)
 //     and flagged redelivered.
-//   - Declares, deletes and the topology watch retry JetStream's
+//   - Declares, deletes and a starting node's topology watch retry JetStream's
 //     transient errors (503 no leader, no responders) until the timeout
 //     (retry.go), then fail with "JetStream unavailable from this node".
 //     So a node cut off from the majority refuses writes in bounded time:
