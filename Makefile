@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 10s
 GOTESTFLAGS ?=
 
-.PHONY: build run test lint fuzz e2e interop demo bench clean
+.PHONY: build run test lint fuzz e2e interop demo bench bench-cluster clean
 
 build:
 	$(GO) build -o $(BIN)/bourse ./cmd/bourse
@@ -51,6 +51,11 @@ demo:
 # Bourse beside RabbitMQ and Mosquitto, written to bench/RESULTS.md.
 bench:
 	bash bench/run.sh
+
+# Persistent confirmed publishes through one Bourse, one cluster node and
+# three cluster nodes (embedded JetStream), in one run: msgs/s and ratios.
+bench-cluster:
+	$(GO) test -run '^$$' -bench ClusterPublish -benchtime 8000x -count 3 -v ./cmd/bourse
 
 clean:
 	rm -rf $(BIN)

@@ -23,7 +23,8 @@ type broker struct {
 	cmd               *exec.Cmd
 	pidFn             func() int // the process whose CPU is measured
 	dir               string
-	epmd              bool // the Erlang port mapper was started for this broker: stop it too
+	epmd              bool   // the Erlang port mapper was started for this broker: stop it too
+	stopFn            func() // stops a broker of several processes (a cluster)
 }
 
 // listenerPid is the pid of the process listening on a loopback TCP port
@@ -233,6 +234,10 @@ func rssKiB(pid int) float64 {
 }
 
 func (b *broker) stop() {
+	if b.stopFn != nil {
+		b.stopFn()
+		return
+	}
 	if b.cmd != nil && b.cmd.Process != nil {
 		if b.name == "rabbitmq" {
 			if pid := b.pidFn(); pid != b.cmd.Process.Pid {

@@ -60,13 +60,28 @@ func main() {
 		{name: "conn-scale-mqtt", brokers: []string{"bourse", "mosquitto", "mochi"}, run: connScale("mqtt"), n: 10000, fresh: true},
 		{name: "conn-scale-amqp", brokers: amqpRefs, run: connScale("amqp"), n: 2000, fresh: true},
 		{name: "conn-scale-stomp", brokers: amqpRefs, run: connScale("stomp"), n: 2000, fresh: true},
+		// Cluster mode: the same load through one node of an embedded
+		// cluster of one and of three (the clients on node 0).
+		{name: "cluster-persistent-16-publishers", brokers: []string{"bourse", "bourse-cluster1", "bourse-cluster3"},
+			run: simple(amqpPersistentPublishers(16)), n: 16000},
 	}
 	brokers := map[string]*broker{}
 	start := map[string]func() (*broker, error){
-		"bourse":    func() (*broker, error) { return startBourse(bin) },
-		"mochi":     func() (*broker, error) { return startMochi(mochiBin) },
-		"rabbitmq":  startRabbit,
-		"mosquitto": startMosquitto,
+		"bourse":          func() (*broker, error) { return startBourse(bin) },
+		"mochi":           func() (*broker, error) { return startMochi(mochiBin) },
+		"rabbitmq":        startRabbit,
+		"mosquitto":       startMosquitto,
+		"bourse-cluster1": func() (*broker, error) { return startBourseCluster(bin, 1) },
+		"bourse-cluster3": func() (*broker, error) { return startBourseCluster(bin, 3) },
+	}
+	// Start only the brokers the selected scenarios use.
+	needed := map[string]bool{}
+	for _, sc := range scenarios {
+		if *filter == "" || matches(sc.name, *filter) {
+			for _, bn := range sc.brokers {
+				needed[bn] = true
+			}
+		}
 	}
 	defer func() {
 		for _, b := range brokers {
@@ -74,6 +89,9 @@ func main() {
 		}
 	}()
 	for name, fn := range start {
+		if !needed[name] {
+			continue
+		}
 		b, err := fn()
 		if err != nil {
 			log.Printf("%s not available: %v", name, err)
@@ -283,7 +301,7 @@ func writeResults(path string, rs []result, runs int, quick bool) error {
 		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f | %s | %d | %s | %s | %s | %s |\n", r.Scenario, r.Broker, r.MsgsPerS, r.CPUusPer, lat, r.Missing, perFsync, r.LoadAvg, ratio, cpuRatio)
 	}
 	b.WriteString(`
-How to read the scenario names: amqp-1to1 is one publisher and one consumer on one queue (persistent: windows of 100 unconfirmed and 100 unacked); amqp-persistent-N-publishers waits for each confirm before the next publish; amqp-16B-latency-5000/s publishes at a fixed 5,000/s and measures publish→delivery; stream-append and classic-append are 16 publishers with 64 unconfirmed each, 1 KiB persistent, into a stream (x-queue-type=stream) or a durable classic queue, nobody consuming; mqtt-fanin-1000x10/s is 1,000 connections each publishing 16 B at QoS 1 ten times a second to one QoS 1 subscriber of a wildcard, and its msgs/s is what reached the subscriber while the publishers ran; stomp-topic-1to2 counts deliveries to two /topic/ subscribers. msgs/fsync is Bourse's delivered or confirmed messages per fsync (its /metrics, bourse_fsync_seconds_count).
+How to read the scenario names: amqp-1to1 is one publisher and one consumer on one queue (persistent: windows of 100 unconfirmed and 100 unacked); amqp-persistent-N-publishers waits for each confirm before the next publish; amqp-16B-latency-5000/s publishes at a fixed 5,000/s and measures publish→delivery; stream-append and classic-append are 16 publishers with 64 unconfirmed each, 1 KiB persistent, into a stream (x-queue-type=stream) or a durable classic queue, nobody consuming; mqtt-fanin-1000x10/s is 1,000 connections each publishing 16 B at QoS 1 ten times a second to one QoS 1 subscriber of a wildcard, and its msgs/s is what reached the subscriber while the publishers ran; stomp-topic-1to2 counts deliveries to two /topic/ subscribers. msgs/fsync is Bourse's delivered or confirmed messages per fsync (its /metrics, bourse_fsync_seconds_count). cluster-persistent-16-publishers is amqp-persistent-16-publishers through Bourse alone, then through node 0 of an embedded cluster of one and of three nodes (bourse-cluster1, bourse-cluster3: messages in JetStream, fsynced on every write; the CPU column is node 0's only).
 `)
 	if len(conns) > 0 {
 		b.WriteString("\n## Idle connections\n\n")

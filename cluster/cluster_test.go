@@ -33,7 +33,7 @@ func quiet() *slog.Logger {
 
 // freePorts reserves n loopback ports for route listeners, which the peers
 // must know before any node starts.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -54,13 +54,15 @@ func freePorts(t *testing.T, n int) []int {
 // testCluster is three embedded NATS nodes on loopback, each with a
 // broker whose durable topology is replicated.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	opts    []cluster.Options
 	nodes   []*cluster.Node
 	brokers []*router.Broker
 }
 
-func newTestCluster(t *testing.T, n int, mods ...func(*cluster.Options)) *testCluster {
+// newTestCluster starts n nodes; tweak, if given, adjusts each node's
+// options first.
+func newTestCluster(t testing.TB, n int, tweak ...func(i int, o *cluster.Options)) *testCluster {
 	t.Helper()
 	ports := freePorts(t, n)
 	var routes []string
@@ -76,8 +78,8 @@ func newTestCluster(t *testing.T, n int, mods ...func(*cluster.Options)) *testCl
 			StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i)), Logger: quiet().With("node", i),
 			StartTimeout: 45 * time.Second, Timeout: 10 * time.Second,
 		})
-		for _, mod := range mods {
-			mod(&c.opts[i])
+		for _, f := range tweak {
+			f(i, &c.opts[i])
 		}
 	}
 	// The nodes start together: an R3 bucket needs all three.
@@ -132,7 +134,7 @@ func (c *testCluster) close() {
 	}
 }
 
-func vhost(t *testing.T, b *router.Broker, name string) *router.VHost {
+func vhost(t testing.TB, b *router.Broker, name string) *router.VHost {
 	t.Helper()
 	v, err := b.VHost(name)
 	if err != nil {
@@ -142,7 +144,7 @@ func vhost(t *testing.T, b *router.Broker, name string) *router.VHost {
 }
 
 // eventually polls cond for up to 10s.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -73,19 +73,26 @@
 //     delivers them as any queue does. The consumer's MaxAckPending is
 //     unlimited: prefetch is enforced by Bourse, per consumer.
 //
-//   - Settle: ack (or a no-ack delivery) acks in JetStream (a plain ack:
-//     one lost on the way means a redelivery after AckWait, at least
-//     once); reject or nack with requeue, a consumer or connection gone
-//     with unacked messages, a graceful shutdown: Nak, and JetStream hands
-//     the message out again at once, here or on another node; the
+//   - Settle: ack (or a no-ack delivery) and term are confirmed
+//     (settle.go): each goes to JetStream as a request, pipelined off the
+//     consumer's path, and is re-sent every second until JetStream answers
+//     (after the ack is applied to the consumer's replicated state) or the
+//     timeout; one never answered is logged and means a redelivery after
+//     AckWait (at least once). Reject or nack with requeue, a consumer or
+//     connection gone with unacked messages, a graceful shutdown: Nak (not
+//     confirmed: a lost one means AckWait instead of at once), and
+//     JetStream hands the message out again, here or on another node; the
 //     redelivered flag and the delivery count come from the JetStream
 //     metadata (NumDelivered). Reject without requeue and expiry dead-
 //     letter through the router (x-death, to shared or local queues), and
 //     the original is terminated only once the dead letter is confirmed;
 //     without a DLX it is terminated.
 //
-//   - AckWait is 30 minutes (AckWait): the messages of a node that dies
-//     with messages in hand come back to the other nodes after it.
+//   - AckWait is 20 seconds (AckWait, Options.AckWait), and every message
+//     a node holds gets a heartbeat (InProgress) every quarter of it: a
+//     consumer keeps a message as long as it likes, and the messages of a
+//     node that dies or is cut off come back to the others AckWait after
+//     its last beat, flagged redelivered.
 //
 //   - basic.get pulls one message at once if the stream has one ready.
 //
@@ -95,6 +102,33 @@
 //     the management API reuses a count up to 250 ms old. Purge takes the
 //     ready messages from the consumer and terminates them (JetStream's
 //     own purge would also drop the unacknowledged ones).
+//
+// Failures (failure_test.go, partition_test.go, cmd/bourse and e2e
+// cluster tests):
+//
+//   - A publish is confirmed only once every target stream's leader has it
+//     on a quorum; during a leader change the publish is retried with the
+//     same Nats-Msg-Id until the timeout (10 s by default), then nacked.
+//     Stopping or SIGKILLing the stream leader's node under confirmed load
+//     loses no confirmed message; duplicates are possible (at least once)
+//     and flagged redelivered.
+//   - Declares, deletes and a starting node's topology watch retry JetStream's
+//     transient errors (503 no leader, no responders) until the timeout
+//     (retry.go), then fail with "JetStream unavailable from this node".
+//     So a node cut off from the majority refuses writes in bounded time:
+//     publishes to shared queues are nacked, declares fail (a resource
+//     error, AMQP 506). Its own JetStream server rejoins when the routes
+//     come back, its watcher catches up with what the majority changed,
+//     and messages flow again, after an election: the cut-off node comes
+//     back with a higher raft term and the leaders step down (JetStream has
+//     no pre-vote), so writes pause for several seconds on healing.
+//   - With two of three nodes gone, acks wait (retried) and reach the new
+//     consumer leader once a node is back.
+//
+// Cost (README "Cluster mode"): BenchmarkClusterPublish in cmd/bourse and
+// bench's cluster-persistent-16-publishers compare persistent confirmed
+// publishes through one Bourse, one cluster node and three;
+// BenchmarkSharedQueueAck compares confirmed and plain acks.
 //
 // Fan-out to node-local queues (exclusive or non-durable queues: AMQP
 // exclusive and auto-delete consumers, MQTT clean sessions, STOMP /topic

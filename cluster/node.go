@@ -62,7 +62,13 @@ type Options struct {
 	// Timeout bounds the start (JetStream ready, initial replay) [30s]
 	// and each topology change [10s].
 	StartTimeout, Timeout time.Duration
-	Logger                *slog.Logger
+	// AckWait is how long the messages a node holds stay with it after
+	// its last heartbeat (a node that dies or is cut off); 0 = AckWait.
+	AckWait time.Duration
+	// RouteAdvertise is the route address this node gives its peers
+	// ("" = RouteListen).
+	RouteAdvertise string
+	Logger         *slog.Logger
 }
 
 // Node is this process's membership of a Bourse cluster: a NATS
@@ -184,7 +190,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	if n.queues, err = newQueues(n.data, qreplicas, timeout, o.Logger.With("component", "queues")); err != nil {
+	ackWait := o.AckWait
+	if ackWait <= 0 {
+		ackWait = AckWait
+	}
+	if n.queues, err = newQueues(n.data, qreplicas, timeout, ackWait, o.Logger.With("component", "queues")); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
@@ -331,7 +341,7 @@ func startServer(o Options) (*server.Server, error) {
 		if o.NodeName == "" {
 			return nil, errors.New("cluster: a clustered node needs a node name")
 		}
-		so.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: host, Port: port,
+		so.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: host, Port: port, Advertise: o.RouteAdvertise,
 			Username: o.RouteUser, Password: o.RoutePassword}
 		so.Routes = server.RoutesFromStr(strings.Join(o.Routes, ","))
 		for _, u := range so.Routes {

@@ -22,14 +22,15 @@ import (
 	"github.com/bourse-mq/bourse/storage/record"
 )
 
-// AckWait is how long JetStream waits for the acknowledgement of a message
-// it handed to a node before it hands it out again. Bourse tracks unacked
-// messages itself (prefetch, redelivery on reject, on a consumer or
-// connection gone, on a graceful shutdown), so this only matters when a
-// node dies with messages in hand: they come back after AckWait. It is
-// long because a consumer may legitimately hold a message for a long time
-// (RabbitMQ's consumer timeout is 30 minutes too).
-const AckWait = 30 * time.Minute
+// AckWait is the default of Options.AckWait: how long JetStream waits for
+// the acknowledgement of a message it handed to a node before it hands it
+// out again. Bourse tracks unacked messages itself (prefetch, redelivery on
+// reject, on a consumer or connection gone, on a graceful shutdown), so
+// this only matters when a node dies (or is cut off) with messages in
+// hand: they come back AckWait after its last heartbeat. A live node beats
+// for every message it holds every quarter of AckWait (settle.go), so a
+// consumer may still hold a message for as long as it likes.
+const AckWait = 20 * time.Second
 
 // queueConsumer is the name of the one durable pull consumer of each
 // queue's stream, shared by every node: JetStream spreads the messages
@@ -75,9 +76,11 @@ func sharedQueue(q core.QueueInfo) bool {
 // work-queue stream per queue (router.SharedQueues).
 type Queues struct {
 	js       jetstream.JetStream
+	settle   *settler
 	log      *slog.Logger
 	replicas int
 	timeout  time.Duration
+	ackWait  time.Duration
 
 	base   context.Context
 	cancel context.CancelFunc
@@ -88,18 +91,30 @@ type Queues struct {
 	closed bool
 	// maxPayload is the NATS server's payload limit.
 	maxPayload int
+	// plainAcks sends acks without waiting for an answer (tests measure
+	// what confirming them costs).
+	plainAcks bool
 }
 
 var _ router.SharedQueues = (*Queues)(nil)
 
-func newQueues(nc *nats.Conn, replicas int, timeout time.Duration, log *slog.Logger) (*Queues, error) {
+func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log *slog.Logger) (*Queues, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timeout), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return nil, err
 	}
-	base, cancel := context.WithCancel(context.Background())
-	return &Queues{js: js, log: log, replicas: replicas, timeout: timeout, base: base, cancel: cancel,
-		open: map[*remoteQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}, nil
+	s := &Queues{js: js, log: log, replicas: replicas, timeout: timeout, ackWait: ackWait,
+		open: map[*remoteQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}
+	s.settle, err = newSettler(nc, timeout, func(subject, err string) {
+		log.Warn("ack to JetStream not confirmed; the message will be redelivered after AckWait", "ack", subject, "err", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.maintain(s.base)
+	return s, nil
 }
 
 // ensure creates the queue's stream and its consumer if they do not exist.
@@ -114,24 +129,24 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
 		Replicas:    s.replicas,
 		Duplicates:  2 * time.Minute,
 	}
-	_, err := s.js.CreateStream(ctx, cfg)
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
-		cfg.Replicas = 1
-		_, err = s.js.CreateStream(ctx, cfg)
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+	err := retryTransient(ctx, func(ctx context.Context) error {
+		_, err := s.js.CreateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
+			cfg.Replicas = 1
+			_, err = s.js.CreateStream(ctx, cfg)
+		}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("create stream %s of queue '%s' in vhost '%s': %w", stream, name, vhost, err)
 	}
-	_, err = s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		Durable:       queueConsumer,
-		Description:   "Bourse nodes' consumers of the queue",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: -1, // Bourse enforces each consumer's prefetch
-		MaxWaiting:    512,
+	err = retryTransient(ctx, func(ctx context.Context) error {
+		_, err := s.js.CreateOrUpdateConsumer(ctx, stream, s.consumerConfig())
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create the consumer of stream %s: %w", stream, err)
@@ -139,9 +154,23 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
 	return nil
 }
 
+// consumerConfig is the configuration of each shared queue's consumer.
+func (s *Queues) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       queueConsumer,
+		Description:   "Bourse nodes' consumers of the queue",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: -1, // Bourse enforces each consumer's prefetch
+		MaxWaiting:    512,
+	}
+}
+
 // drop deletes the queue's stream (its messages with it).
 func (s *Queues) drop(ctx context.Context, vhost, name string) error {
-	err := s.js.DeleteStream(ctx, QueueStream(vhost, name))
+	err := retryTransient(ctx, func(ctx context.Context) error { return s.js.DeleteStream(ctx, QueueStream(vhost, name)) })
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete the stream of queue '%s' in vhost '%s': %w", name, vhost, err)
 	}
@@ -261,6 +290,7 @@ func (s *Queues) Close() {
 		r.close()
 	}
 	s.wg.Wait()
+	s.settle.close()
 }
 
 // remoteQueue feeds one shared queue on this node from its stream's
@@ -350,13 +380,16 @@ func (r *remoteQueue) settle(h any) (jetstream.Msg, bool) {
 	return m, true
 }
 
-// Ack implements queue.Remote. A lost acknowledgement means a redelivery
-// after AckWait (at least once).
+// Ack implements queue.Remote: the ack is sent at once and confirmed by
+// JetStream off this path (settle.go); one never confirmed means a
+// redelivery after AckWait (at least once).
 func (r *remoteQueue) Ack(h any) {
 	if m, ok := r.settle(h); ok {
-		if err := m.Ack(); err != nil {
-			r.s.log.Warn("ack to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
+		if r.s.plainAcks {
+			_ = m.Ack()
+			return
 		}
+		r.s.settle.send(m.Reply(), ackBody)
 	}
 }
 
@@ -370,12 +403,10 @@ func (r *remoteQueue) Nak(h any) {
 	}
 }
 
-// Term implements queue.Remote.
+// Term implements queue.Remote, confirmed as Ack is.
 func (r *remoteQueue) Term(h any) {
 	if m, ok := r.settle(h); ok {
-		if err := m.Term(); err != nil {
-			r.s.log.Warn("term to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
-		}
+		r.s.settle.send(m.Reply(), termBody)
 	}
 }
 

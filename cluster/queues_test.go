@@ -21,8 +21,8 @@ type sink struct {
 func newSink() *sink                             { return &sink{ch: make(chan queue.Delivery, 1000)} }
 func (s *sink) Deliver(d queue.Delivery) bool    { s.ch <- d; return true }
 func (s *sink) Cancelled(*queue.Queue, error)    {}
-func (s *sink) next(t *testing.T) queue.Delivery { t.Helper(); return s.within(t, 10*time.Second) }
-func (s *sink) within(t *testing.T, d time.Duration) queue.Delivery {
+func (s *sink) next(t testing.TB) queue.Delivery { t.Helper(); return s.within(t, 10*time.Second) }
+func (s *sink) within(t testing.TB, d time.Duration) queue.Delivery {
 	t.Helper()
 	select {
 	case dv := <-s.ch:
@@ -33,7 +33,7 @@ func (s *sink) within(t *testing.T, d time.Duration) queue.Delivery {
 	}
 }
 
-func (s *sink) none(t *testing.T, d time.Duration) {
+func (s *sink) none(t testing.TB, d time.Duration) {
 	t.Helper()
 	select {
 	case dv := <-s.ch:
@@ -42,7 +42,7 @@ func (s *sink) none(t *testing.T, d time.Duration) {
 	}
 }
 
-func consume(t *testing.T, v *router.VHost, q string, prefetch int) (*sink, *queue.Sub) {
+func consume(t testing.TB, v *router.VHost, q string, prefetch int) (*sink, *queue.Sub) {
 	t.Helper()
 	s := newSink()
 	var sub *queue.Sub
@@ -55,7 +55,7 @@ func consume(t *testing.T, v *router.VHost, q string, prefetch int) (*sink, *que
 }
 
 // publishConfirmed publishes n messages and waits for every confirm.
-func publishConfirmed(t *testing.T, v *router.VHost, exchange, key string, n int, prefix string) {
+func publishConfirmed(t testing.TB, v *router.VHost, exchange, key string, n int, prefix string) {
 	t.Helper()
 	errs := make(chan error, n)
 	for i := range n {
@@ -80,7 +80,7 @@ func publishConfirmed(t *testing.T, v *router.VHost, exchange, key string, n int
 	}
 }
 
-func streamMessages(t *testing.T, c *testCluster, q string) uint64 {
+func streamMessages(t testing.TB, c *testCluster, q string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -61,7 +61,7 @@ func routePKI(t *testing.T) (cert, key, ca string) {
 // 2). It returns node 0's route address.
 func startSecured(t *testing.T, mod func(*cluster.Options)) string {
 	t.Helper()
-	c := newTestCluster(t, 3, mod)
+	c := newTestCluster(t, 3, func(_ int, o *cluster.Options) { mod(o) })
 	b0, b2 := c.attach(0), c.attach(2)
 	if err := vhost(t, b0, "/").DeclareExchange(router.ExchangeDecl{ExchangeInfo: core.ExchangeInfo{Name: "secured", Type: "fanout", Durable: true}}); err != nil {
 		t.Fatal(err)

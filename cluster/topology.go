@@ -155,10 +155,18 @@ func (t *Topology) Start(ctx context.Context, b *router.Broker) error {
 	t.started = true
 	t.broker = b
 	t.mu.Unlock()
+	// JetStream may be electing leaders (a node restarting while a peer is
+	// down): retry until ctx allows no more.
 	w, err := t.kv.WatchAll(t.base)
-	if err != nil {
-		close(t.done)
-		return fmt.Errorf("watch topology bucket: %w", err)
+	for backoff := 50 * time.Millisecond; err != nil; backoff = min(backoff*2, time.Second) {
+		t.log.Debug("topology bucket not watchable yet", "err", err)
+		select {
+		case <-ctx.Done():
+			close(t.done)
+			return fmt.Errorf("watch topology bucket: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		w, err = t.kv.WatchAll(t.base)
 	}
 	go t.watch(w)
 	select {
@@ -397,7 +405,11 @@ func (t *Topology) create(key string, val []byte) ([]byte, error) {
 	ctx, cancel := t.opCtx()
 	defer cancel()
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
-		rev, err := t.kv.Create(ctx, key, val)
+		var rev uint64
+		err := retryTransient(ctx, func(ctx context.Context) (err error) {
+			rev, err = t.kv.Create(ctx, key, val)
+			return err
+		})
 		if err == nil {
 			return val, t.waitApplied(ctx, rev)
 		}
@@ -630,7 +642,7 @@ func (t *Topology) keysWhere(pick func(entry) bool) []string {
 
 func (t *Topology) deleteKeys(ctx context.Context, keys []string) error {
 	for _, k := range keys {
-		if err := t.kv.Delete(ctx, k); err != nil {
+		if err := retryTransient(ctx, func(ctx context.Context) error { return t.kv.Delete(ctx, k) }); err != nil {
 			return fmt.Errorf("delete %s: %w", k, err)
 		}
 	}

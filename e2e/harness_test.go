@@ -73,6 +73,7 @@ type Broker struct {
 	plain   bool // a normal build rather than the race build
 	dataDir string
 	args    []string
+	env     []string // added to the process's environment
 	cmd     *exec.Cmd
 	log     *os.File
 	exited  chan struct{}
@@ -99,6 +100,14 @@ func Start(t testing.TB, extra ...string) *Broker {
 }
 
 func (b *Broker) start() {
+	b.t.Helper()
+	b.launch()
+	b.awaitReady()
+}
+
+// launch starts the process; awaitReady waits for its ready file (cluster
+// nodes are all launched before any is ready).
+func (b *Broker) launch() {
 	t := b.t
 	t.Helper()
 	ready := filepath.Join(b.dataDir, "ready.json")
@@ -116,13 +125,25 @@ func (b *Broker) start() {
 		bin = binaryBuild(t, false)
 	}
 	b.cmd = exec.Command(bin, args...)
+	if len(b.env) > 0 {
+		b.cmd.Env = append(os.Environ(), b.env...)
+	}
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	b.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, ch chan struct{}) { _ = cmd.Wait(); close(ch) }(b.cmd, b.exited)
+}
+
+func (b *Broker) awaitReady() {
+	t := b.t
+	t.Helper()
+	ready := filepath.Join(b.dataDir, "ready.json")
 	deadline := time.Now().Add(30 * time.Second)
+	if len(b.env) > 0 {
+		deadline = time.Now().Add(60 * time.Second) // a cluster node waits for its peers
+	}
 	for {
 		data, err := os.ReadFile(ready)
 		if err == nil && json.Unmarshal(data, &b.Addrs) == nil {
@@ -134,7 +155,7 @@ func (b *Broker) start() {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bourse not ready after 30s:\n%s", b.Log())
+			t.Fatalf("bourse not ready in time:\n%s", b.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

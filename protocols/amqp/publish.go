@@ -273,6 +273,10 @@ func (ch *channel) txSelect(m *wire.TxSelect) error {
 // txCommit applies the buffered operations in order. commit-ok is sent
 // once every published message is accepted (on disk, for persistent
 // messages on durable queues): the router's Confirm callbacks count down.
+// A message that could not be stored (a disk error, a cluster without
+// quorum) fails the commit: the connection closes with resource-error
+// (506, a connection exception), since the answer comes from another
+// goroutine, after the commit's other effects.
 func (ch *channel) txCommit(m *wire.TxCommit) error {
 	if ch.tx == nil {
 		return errorf(wire.PreconditionFailed, m, "channel is not transactional")
@@ -281,8 +285,16 @@ func (ch *channel) txCommit(m *wire.TxCommit) error {
 	ch.tx.ops = nil
 	pending := new(atomic.Int64)
 	pending.Store(1)
-	done := func(error) {
+	var failed atomic.Pointer[error]
+	done := func(err error) {
+		if err != nil {
+			failed.CompareAndSwap(nil, &err)
+		}
 		if pending.Add(-1) == 0 {
+			if err := failed.Load(); err != nil {
+				ch.c.closeWith(errorf(wire.ResourceError, m, "tx.commit failed: a published message was not stored: %v", *err))
+				return
+			}
 			ch.pushIfOpen(&wire.TxCommitOk{})
 		}
 	}

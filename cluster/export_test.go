@@ -1,0 +1,19 @@
+package cluster
+
+// Crash shuts the node's embedded nats-server down at once, as a dying
+// process would for its peers: nothing this node holds is given back, no
+// ack in flight is flushed. Close still has to be called.
+func (n *Node) Crash() {
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+}
+
+// ServerName is the embedded nats-server's name (JetStream's leader names).
+func (n *Node) ServerName() string { return n.srv.Name() }
+
+// SettlesInFlight is how many acks and terms wait for JetStream's answer.
+func (n *Node) SettlesInFlight() int { return n.queues.settle.inFlight() }
+
+// UsePlainAcks makes the node send acks without waiting for answers, as
+// before they were confirmed; call it before the node is used.
+func (n *Node) UsePlainAcks() { n.queues.plainAcks = true }
