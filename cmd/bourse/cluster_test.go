@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bourse-mq/bourse/internal/config"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
+
+	"github.com/bourse-mq/bourse/internal/config"
 )
 
 // TestClusterEmbeddedTopologyOverAMQP runs three `bourse serve --cluster
