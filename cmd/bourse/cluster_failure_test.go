@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
@@ -21,15 +19,8 @@ import (
 // stream of a shared queue, asked through natsURL.
 func streamLeader(t *testing.T, natsURL, queue string) string {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, done := jsConnect(t, natsURL)
+	defer done()
 	leader := ""
 	waitFor(t, "a leader of the stream of "+queue, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

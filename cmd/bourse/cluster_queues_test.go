@@ -18,19 +18,28 @@ import (
 	"github.com/bourse-mq/bourse/cluster"
 )
 
-// streamMsgs reads how many messages a shared queue's JetStream stream
-// holds, through node's NATS client URL.
-func streamMsgs(t *testing.T, natsURL, queue string) uint64 {
+// jsConnect connects to a node's NATS client URL; done closes the
+// connection.
+func jsConnect(t *testing.T, natsURL string) (js jetstream.JetStream, done func()) {
 	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err = jetstream.New(nc)
 	if err != nil {
+		nc.Close()
 		t.Fatal(err)
 	}
+	return js, nc.Close
+}
+
+// streamMsgs reads how many messages a shared queue's JetStream stream
+// holds, through node's NATS client URL.
+func streamMsgs(t *testing.T, natsURL, queue string) uint64 {
+	t.Helper()
+	js, done := jsConnect(t, natsURL)
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, cluster.QueueStream("/", queue))

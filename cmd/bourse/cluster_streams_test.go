@@ -11,7 +11,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/go-stomp/stomp/v3"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
@@ -36,15 +35,8 @@ func jsStreamState(t *testing.T, natsURL, stream string) (jetstream.StreamState,
 // does not exist).
 func jsStreamInfo(t *testing.T, natsURL, stream string) (*jetstream.StreamInfo, bool) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, done := jsConnect(t, natsURL)
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, cluster.StreamName("/", stream))
