@@ -103,6 +103,20 @@
 //     ready messages from the consumer and terminates them (JetStream's
 //     own purge would also drop the unacknowledged ones).
 //
+//   - Single active consumer (sac.go): a queue with
+//     x-single-active-consumer has one active consumer in the cluster.
+//     The node whose consumers may pull holds the queue's lease, a key of
+//     the KV bucket bourse_sac (taken by compare-and-set when free,
+//     renewed every 2 s while the node has consumers, expiring after 6 s);
+//     the others' consumers wait, and their nodes try for the lease every
+//     500 ms. On that node the router's queue picks its first consumer,
+//     as on one node. When the node's last consumer goes, what it held
+//     goes back to JetStream in stream order, confirmed, before the lease
+//     is deleted, so the next active consumer, on any node, gets those
+//     messages first and in order. A node that dies holding the lease
+//     loses it after 6 s; its unacknowledged messages come back after
+//     AckWait (20 s), after newer ones the next consumer already had.
+//
 // Failures (failure_test.go, partition_test.go, cmd/bourse and e2e
 // cluster tests):
 //
@@ -268,8 +282,8 @@
 //     one node) and at shutdown, read when a named reader subscribes, so
 //     a reader resumes on any node.
 //
-// What is not shared yet: x-max-length/overflow, priorities and single
-// active consumer act on each node's own share only; x-message-ttl counts
+// What is not shared yet: x-max-length/overflow and priorities act on
+// each node's own share only; x-message-ttl counts
 // from the publish but is enforced only on messages a node pulled. A
 // message a node pulled for a consumer that left before it arrived comes
 // back flagged redelivered. Transient and exclusive queues (so clean MQTT

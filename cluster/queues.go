@@ -94,6 +94,7 @@ type Queues struct {
 	// plainAcks sends acks without waiting for an answer (tests measure
 	// what confirming them costs).
 	plainAcks bool
+	leases    leases // single-active-consumer leases (sac.go)
 }
 
 var _ router.SharedQueues = (*Queues)(nil)
@@ -310,6 +311,7 @@ type remoteQueue struct {
 	held    map[jetstream.Msg]struct{} // fed and not settled yet
 
 	count readyCount // the queue's ready messages in JetStream (count.go)
+	lease lease      // single active consumer: this node's lease (sac.go)
 }
 
 var _ queue.Remote = (*remoteQueue)(nil)
@@ -362,6 +364,7 @@ func (r *remoteQueue) close() {
 	for _, m := range held {
 		_ = m.Nak()
 	}
+	r.release()
 }
 
 // settle removes m from the held set; it reports false when m was given
@@ -396,10 +399,16 @@ func (r *remoteQueue) Ack(h any) {
 // Nak implements queue.Remote: JetStream redelivers the message at once,
 // to whichever node pulls next.
 func (r *remoteQueue) Nak(h any) {
-	if m, ok := r.settle(h); ok {
-		if err := m.Nak(); err != nil {
-			r.s.log.Warn("nak to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
-		}
+	m, ok := r.settle(h)
+	if !ok {
+		return
+	}
+	if r.q.Config().Args.SingleActive {
+		r.nakActive(m) // in order, before the lease moves (sac.go)
+		return
+	}
+	if err := m.Nak(); err != nil {
+		r.s.log.Warn("nak to JetStream failed", "vhost", r.vhost, "queue", r.name, "err", err)
 	}
 }
 
@@ -417,17 +426,29 @@ func (r *remoteQueue) feed() {
 	var cons jetstream.Consumer
 	backoff := 50 * time.Millisecond
 	for {
+		r.flushNaks()
 		n := r.q.Credit()
 		if n <= 0 {
 			r.mu.Lock()
 			if len(r.wake) == 0 && (r.closed || r.q.Consumers() == 0) {
 				r.running = false
 				r.mu.Unlock()
+				r.release()
 				return
 			}
 			r.mu.Unlock()
 			select {
 			case <-r.wake:
+			case <-r.ctx.Done():
+				r.stop()
+				return
+			}
+			continue
+		}
+		if !r.active() {
+			// Another node's consumer is the queue's single active one.
+			select {
+			case <-time.After(leaseRetry):
 			case <-r.ctx.Done():
 				r.stop()
 				return
