@@ -33,6 +33,10 @@ type Options struct {
 	CredentialsFile string
 	User, Password  string
 	Token           string
+	// TLSCAFile verifies the servers' certificates (else the system's
+	// roots, for tls:// URLs or servers that require TLS); TLSCertFile and
+	// TLSKeyFile are this gateway's, for servers that verify clients.
+	TLSCAFile, TLSCertFile, TLSKeyFile string
 
 	// ModeEmbedded: the cluster's name, this node's unique name, the NATS
 	// client listener ("" = in-process only), the route listener and the
@@ -130,6 +134,12 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			connect = append(connect, nats.UserInfo(o.User, o.Password))
 		case o.Token != "":
 			connect = append(connect, nats.Token(o.Token))
+		}
+		if o.TLSCAFile != "" {
+			connect = append(connect, nats.RootCAs(o.TLSCAFile))
+		}
+		if o.TLSCertFile != "" {
+			connect = append(connect, nats.ClientCert(o.TLSCertFile, o.TLSKeyFile))
 		}
 	default:
 		return nil, fmt.Errorf("cluster: unknown mode %q", o.Mode)

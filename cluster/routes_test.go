@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -117,5 +118,37 @@ func TestRoutesOverMutualTLS(t *testing.T) {
 	})
 	if intruder(t, route, url.UserPassword("route", "s3cret")) {
 		t.Fatal("a server without TLS joined the cluster")
+	}
+}
+
+// TestNATSModeOverMutualTLS: a gateway (mode nats) reaches a JetStream
+// server that requires TLS with client certificates when it is given the
+// CA and its certificate, and cannot without them.
+func TestNATSModeOverMutualTLS(t *testing.T) {
+	cert, key, ca := routePKI(t)
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cert, KeyFile: key, CaFile: ca, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true, TLSConfig: tc, TLSVerify: true, TLSTimeout: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	url := "tls://" + srv.Addr().String()
+	n, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{url},
+		TLSCAFile: ca, TLSCertFile: cert, TLSKeyFile: key, NodeName: "gw", Logger: quiet(), StartTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("gateway with the CA and a certificate: %v", err)
+	}
+	n.Close()
+	if _, err := cluster.Start(context.Background(), cluster.Options{Mode: cluster.ModeNATS, URLs: []string{url},
+		TLSCAFile: ca, NodeName: "gw2", Logger: quiet(), StartTimeout: 3 * time.Second}); err == nil {
+		t.Fatal("a gateway without a client certificate started")
 	}
 }

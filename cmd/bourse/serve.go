@@ -597,6 +597,7 @@ func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
 	c := cfg.Cluster
 	o := cluster.Options{
 		Mode: c.Mode, URLs: c.NATSURLs, CredentialsFile: c.CredentialsFile, User: c.User, Password: c.Password, Token: c.Token,
+		TLSCAFile: c.TLSCAFile, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
 		ClusterName: c.Name, NodeName: c.NodeName, Listen: c.Listen, RouteListen: c.RouteListen, Routes: c.Routes,
 		RouteUser: c.RouteUser, RoutePassword: c.RoutePassword,
 		RouteTLSCertFile: c.RouteTLSCertFile, RouteTLSKeyFile: c.RouteTLSKeyFile, RouteTLSCAFile: c.RouteTLSCAFile,

@@ -56,6 +56,11 @@ type Cluster struct {
 	User            string   `koanf:"user" yaml:"user"`
 	Password        string   `koanf:"password" yaml:"password"`
 	Token           string   `koanf:"token" yaml:"token"`
+	// TLS… (mode nats): the CA that signs the NATS servers' certificates,
+	// and this gateway's certificate and key when the servers ask for one.
+	TLSCAFile   string `koanf:"tls_ca_file" yaml:"tls_ca_file"`
+	TLSCertFile string `koanf:"tls_cert_file" yaml:"tls_cert_file"`
+	TLSKeyFile  string `koanf:"tls_key_file" yaml:"tls_key_file"`
 	// Name is the cluster's name (mode embedded); NodeName this node's,
 	// unique in the cluster (default: the host name and route port).
 	Name     string `koanf:"name" yaml:"name"`
@@ -425,6 +430,9 @@ func (c Cluster) validate() error {
 	case "nats":
 		if len(c.NATSURLs) == 0 {
 			return fmt.Errorf("cluster.mode nats needs cluster.nats_urls")
+		}
+		if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+			return fmt.Errorf("cluster.tls_cert_file and cluster.tls_key_file go together")
 		}
 	case "embedded":
 		if c.Name == "" {

@@ -147,6 +147,7 @@ func TestCluster(t *testing.T) {
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_LISTEN=nope"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_REPLICAS=9"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_USER=route"},
+		{"BOURSE_CLUSTER_MODE=nats", "BOURSE_CLUSTER_NATS_URLS=tls://a:4222", "BOURSE_CLUSTER_TLS_CERT_FILE=/gw.pem"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_TLS_CERT_FILE=/n.pem", "BOURSE_CLUSTER_ROUTE_TLS_KEY_FILE=/n.key"},
 	} {
 		if _, err := load(t, nil, bad); err == nil || !strings.Contains(err.Error(), "cluster") {
