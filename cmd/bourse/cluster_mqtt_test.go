@@ -503,6 +503,7 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ns := newNodeSet(t)
+	defer ns.stopAll() // before the leak check
 	msgs := make(chan pahov3.Message, 100)
 	dial := func(i int, id string) (pahov3.Client, bool) {
 		return dialMQTT3(t, ns.addrs[i]["mqtt"], id, false, msgs)
@@ -528,7 +529,19 @@ func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 	c.Disconnect(250)
 
 	ns.stop(0)
-	pub := dialMQTT5(t, ns.addrs[1]["mqtt"], "", nil)
+	// The leaders node 0 had are elected again elsewhere first (a few
+	// seconds, more on a loaded machine): connect once the cluster takes
+	// writes again.
+	var pub *mqtt5
+	for deadline := time.Now().Add(60 * time.Second); pub == nil; {
+		m, err := connectMQTT5(t, ns.addrs[1]["mqtt"], "", nil)
+		if err == nil {
+			pub = m
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no connect within 60s of node 0 stopping: %v", err)
+		}
+	}
+	t.Cleanup(pub.close)
 	pub.publish("roam/1", 1, false, "while node 0 was down")
 	c, present := dial(2, "roamer")
 	if !present {
