@@ -282,8 +282,10 @@
 //     one node) and at shutdown, read when a named reader subscribes, so
 //     a reader resumes on any node.
 //
-// What is not shared yet: x-max-length/overflow and priorities act on
-// each node's own share only; x-message-ttl counts
+// What is not shared yet: priorities act on each node's own share only,
+// and so do x-max-length/x-max-length-bytes with a dead-letter exchange or
+// reject-publish-dlx (without, drop-head and reject-publish are JetStream's
+// limits on the whole queue: limits.go); x-message-ttl counts
 // from the publish but is enforced only on messages a node pulled. A
 // message a node pulled for a consumer that left before it arrived comes
 // back flagged redelivered. Transient and exclusive queues (so clean MQTT

@@ -119,7 +119,7 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 }
 
 // ensure creates the queue's stream and its consumer if they do not exist.
-func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
+func (s *Queues) ensure(ctx context.Context, vhost, name string, args *queue.Args) error {
 	stream := QueueStream(vhost, name)
 	cfg := jetstream.StreamConfig{
 		Name:        stream,
@@ -129,6 +129,12 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.replicas,
 		Duplicates:  2 * time.Minute,
+	}
+	if args == nil {
+		args = s.argsOf(vhost, name)
+	}
+	if args != nil {
+		queueLimits(&cfg, *args)
 	}
 	err := retryTransient(ctx, func(ctx context.Context) error {
 		_, err := s.js.CreateStream(ctx, cfg)
@@ -240,6 +246,10 @@ func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, f
 			if err == nil {
 				break
 			}
+			if atLimit(err) {
+				// x-overflow reject-publish, enforced by JetStream.
+				return core.Wrap(core.ResourceError, err, "queue '%s' in vhost '%s' is at its length limit", queues[i], vhost)
+			}
 			if ctx.Err() != nil {
 				return core.Wrap(core.ResourceError, err, "store message in queue '%s' in the cluster", queues[i])
 			}
@@ -248,7 +258,7 @@ func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, f
 				// The stream may be missing (declared before this node
 				// kept messages in JetStream, or lost a race with a
 				// delete and redeclare): make sure it exists.
-				if eerr := s.ensure(ctx, vhost, queues[i]); eerr != nil {
+				if eerr := s.ensure(ctx, vhost, queues[i], nil); eerr != nil {
 					s.log.Debug("ensure stream", "err", eerr)
 				}
 			}
@@ -530,7 +540,8 @@ func (r *remoteQueue) consumer() (jetstream.Consumer, error) {
 	stream := QueueStream(r.vhost, r.name)
 	c, err := r.s.js.Consumer(ctx, stream, queueConsumer)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		if err = r.s.ensure(ctx, r.vhost, r.name); err == nil {
+		args := r.q.Config().Args
+		if err = r.s.ensure(ctx, r.vhost, r.name, &args); err == nil {
 			c, err = r.s.js.Consumer(ctx, stream, queueConsumer)
 		}
 	}

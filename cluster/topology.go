@@ -13,6 +13,7 @@ import (
 	"github.com/bourse-mq/bourse/core"
 	"github.com/bourse-mq/bourse/router"
 	"github.com/bourse-mq/bourse/router/match"
+	"github.com/bourse-mq/bourse/router/queue"
 )
 
 // Bucket is the name of the JetStream KV bucket that holds the topology.
@@ -472,7 +473,11 @@ func (t *Topology) PutQueue(vhost string, q core.QueueInfo) (core.QueueInfo, err
 	if t.shared != nil && sharedQueue(q) {
 		// The stream first: any node that sees the queue can publish to it.
 		ctx, cancel := t.opCtx()
-		err := t.shared.ensure(ctx, vhost, q.Name)
+		var args *queue.Args
+		if a, err := queue.ParseArgs(q.Args); err == nil {
+			args = &a
+		}
+		err := t.shared.ensure(ctx, vhost, q.Name, args)
 		cancel()
 		if err != nil {
 			return core.QueueInfo{}, err

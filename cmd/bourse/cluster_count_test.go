@@ -102,3 +102,69 @@ func TestClusterSharedQueueCountAndPurge(t *testing.T) {
 	}
 	waitFor(t, "the stream empty", func() bool { return streamMsgs(t, nodes[0]["nats"], "tasks") == 0 })
 }
+
+// TestClusterSharedQueueLengthLimit: x-max-length holds for the whole
+// shared queue, whichever nodes publish: drop-head keeps the newest
+// messages, reject-publish nacks the publishes beyond the limit.
+func TestClusterSharedQueueLengthLimit(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	nodes, stop := startServeCluster(t)
+	defer stop()
+	chans := make([]*amqp.Channel, 3)
+	for i := range 3 {
+		c, ch := amqpChannel(t, nodes[i]["amqp"])
+		defer c.Close()
+		if err := ch.Confirm(false); err != nil {
+			t.Fatal(err)
+		}
+		chans[i] = ch
+	}
+	if _, err := chans[0].QueueDeclare("capped", true, false, false, false, amqp.Table{"x-max-length": int32(5)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chans[0].QueueDeclare("strict", true, false, false, false,
+		amqp.Table{"x-max-length": int32(3), "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	publish := func(ch *amqp.Channel, q string, i int) bool {
+		t.Helper()
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: fmt.Appendf(nil, "m%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := dc.WaitContext(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	// drop-head: ten from two nodes, the five newest stay.
+	for i := range 10 {
+		if !publish(chans[i%2], "capped", i) {
+			t.Fatalf("drop-head publish %d nacked", i)
+		}
+	}
+	q, err := chans[2].QueueDeclarePassive("capped", true, false, false, false, nil)
+	if err != nil || q.Messages != 5 {
+		t.Fatalf("capped holds %d messages (%v), want 5", q.Messages, err)
+	}
+	for i := 5; i < 10; i++ {
+		d, ok, err := chans[2].Get("capped", true)
+		if err != nil || !ok || string(d.Body) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("get %d: %q %v %v", i, d.Body, ok, err)
+		}
+	}
+	// reject-publish: three from three nodes are taken, then every node
+	// nacks.
+	for i := range 6 {
+		if ok := publish(chans[i%3], "strict", i); ok != (i < 3) {
+			t.Fatalf("reject-publish publish %d on node %d: ack %v", i, i%3, ok)
+		}
+	}
+	if q, err := chans[1].QueueDeclarePassive("strict", true, false, false, false, nil); err != nil || q.Messages != 3 {
+		t.Fatalf("strict holds %d messages (%v), want 3", q.Messages, err)
+	}
+}
