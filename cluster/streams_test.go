@@ -23,6 +23,20 @@ type streamNodes struct {
 	stores []*stream.Store
 }
 
+// streamOnThreeNodes starts three nodes with brokers and declares the
+// stream "log" on node 0; it returns node 0's vhost and node 2's broker.
+func streamOnThreeNodes(t *testing.T) (*streamNodes, *router.VHost, *router.Broker) {
+	t.Helper()
+	sn := newStreamNodes(t, newTestCluster(t, 3))
+	va := vhost(t, sn.attach(t, 0), "/")
+	sn.attach(t, 1)
+	cb := sn.attach(t, 2)
+	if _, err := va.DeclareQueue(streamDecl); err != nil {
+		t.Fatal(err)
+	}
+	return sn, va, cb
+}
+
 func newStreamNodes(t *testing.T, c *testCluster) *streamNodes {
 	dir := t.TempDir()
 	s := &streamNodes{c: c, stores: make([]*stream.Store, len(c.nodes))}
@@ -134,15 +148,7 @@ func wantCopy(t *testing.T, got []string, prefix string, n int) {
 // was deleted and declared again while the node was down (more records in
 // the new life than in the copy) is dropped and copied again.
 func TestStreamCopyAcrossRestarts(t *testing.T) {
-	c := newTestCluster(t, 3)
-	sn := newStreamNodes(t, c)
-	a := sn.attach(t, 0)
-	sn.attach(t, 1)
-	cb := sn.attach(t, 2)
-	va := vhost(t, a, "/")
-	if _, err := va.DeclareQueue(streamDecl); err != nil {
-		t.Fatal(err)
-	}
+	sn, va, cb := streamOnThreeNodes(t)
 	publishConfirmed(t, va, "", "log", 10, "old")
 	wantCopy(t, localCopy(t, cb), "old", 10)
 
@@ -187,15 +193,7 @@ func TestStreamCopyAcrossRestarts(t *testing.T) {
 // of records in flight) appended on node 0 are copied to node 2 whole and
 // in order; the test logs the append and copy rates.
 func TestStreamBulkCopy(t *testing.T) {
-	c := newTestCluster(t, 3)
-	sn := newStreamNodes(t, c)
-	a := sn.attach(t, 0)
-	sn.attach(t, 1)
-	cb := sn.attach(t, 2)
-	va := vhost(t, a, "/")
-	if _, err := va.DeclareQueue(streamDecl); err != nil {
-		t.Fatal(err)
-	}
+	_, va, cb := streamOnThreeNodes(t)
 	const n = 5000
 	body := make([]byte, 1<<10)
 	t0 := time.Now()
@@ -252,15 +250,7 @@ func TestStreamBulkCopy(t *testing.T) {
 // yet starts at the first record appended at or after it (the copy is
 // waited for), with the offset every node gives it.
 func TestStreamReadFromTime(t *testing.T) {
-	c := newTestCluster(t, 3)
-	sn := newStreamNodes(t, c)
-	a := sn.attach(t, 0)
-	sn.attach(t, 1)
-	cb := sn.attach(t, 2)
-	va := vhost(t, a, "/")
-	if _, err := va.DeclareQueue(streamDecl); err != nil {
-		t.Fatal(err)
-	}
+	_, va, cb := streamOnThreeNodes(t)
 	publishConfirmed(t, va, "", "log", 10, "a")
 	from := time.Now().Add(2 * time.Millisecond)
 	for !time.Now().After(from.Add(2 * time.Millisecond)) {
