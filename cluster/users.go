@@ -87,38 +87,32 @@ func (u *Users) UpdateRecords(bucket string, puts map[string][]byte, deletes []s
 }
 
 // ForEachRecord calls fn with every record of one bucket (auth.Persister).
+// One watcher brings the keys with their values (no read per key).
 func (u *Users) ForEachRecord(bucket string, fn func(key string, val []byte) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), u.timeout)
 	defer cancel()
-	lister, err := u.kv.ListKeysFiltered(ctx, bucket+".>")
+	w, err := u.kv.WatchFiltered(ctx, []string{bucket + ".>"}, jetstream.IgnoreDeletes())
 	if err != nil {
-		return fmt.Errorf("cluster: list %s records: %w", bucket, err)
+		return fmt.Errorf("cluster: read %s records: %w", bucket, err)
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	_ = lister.Stop() // stopped already once the listing is complete
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("cluster: list %s records: %w", bucket, err)
-	}
-	for _, k := range keys {
-		e, err := u.kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // deleted since
-		}
-		if err != nil {
-			return fmt.Errorf("cluster: read %s record: %w", bucket, err)
-		}
-		_, key, err := userKeyNames(k)
-		if err != nil {
-			return fmt.Errorf("cluster: %s record: %w", bucket, err)
-		}
-		if err := fn(key, e.Value()); err != nil {
-			return err
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: read %s records: %w", bucket, ctx.Err())
+		case e := <-w.Updates():
+			if e == nil {
+				return nil // every record read
+			}
+			_, key, err := userKeyNames(e.Key())
+			if err != nil {
+				return fmt.Errorf("cluster: %s record: %w", bucket, err)
+			}
+			if err := fn(key, e.Value()); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
 }
 
 // Watch applies every record in the bucket to s, then every change, until
