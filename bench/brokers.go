@@ -163,34 +163,14 @@ func startMosquitto() (*broker, error) {
 	path := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(path, []byte(conf), 0o644)
 	cmd := exec.Command("mosquitto", "-c", path)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	b.cmd = cmd
-	b.pidFn = func() int { return cmd.Process.Pid }
-	if err := waitTCP(b.mqtt, 10*time.Second); err != nil {
-		b.stop()
-		return nil, err
-	}
-	return b, nil
+	return runMQTTBroker(b, cmd)
 }
 
 // startMochi starts bench/mochibare, a plain mochi-mqtt server.
 func startMochi(bin string) (*broker, error) {
 	b := &broker{name: "mochi", mqtt: freePort()}
 	cmd := exec.Command(bin, "-addr", b.mqtt)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	b.cmd = cmd
-	b.pidFn = func() int { return cmd.Process.Pid }
-	if err := waitTCP(b.mqtt, 10*time.Second); err != nil {
-		b.stop()
-		return nil, err
-	}
-	return b, nil
+	return runMQTTBroker(b, cmd)
 }
 
 // fsyncs is the number of fsyncs Bourse has made (all logs), from its
@@ -289,4 +269,19 @@ func loadAvg() string {
 		return "?"
 	}
 	return f[0]
+}
+
+// runMQTTBroker starts a broker process and waits for its MQTT port.
+func runMQTTBroker(b *broker, cmd *exec.Cmd) (*broker, error) {
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b.cmd = cmd
+	b.pidFn = func() int { return cmd.Process.Pid }
+	if err := waitTCP(b.mqtt, 10*time.Second); err != nil {
+		b.stop()
+		return nil, err
+	}
+	return b, nil
 }
