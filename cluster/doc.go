@@ -99,9 +99,10 @@
 //   - Counts and purge (count.go): a shared queue's ready count is the
 //     stream's messages less those its consumer has handed out unacked,
 //     plus what this node holds ready; declare-ok asks JetStream at once,
-//     the management API reuses a count up to 250 ms old. Purge takes the
-//     ready messages from the consumer and terminates them (JetStream's
-//     own purge would also drop the unacknowledged ones).
+//     the management API gets the last count and, when it is over 250 ms
+//     old, a refresh in the background (the next request sees it). Purge
+//     takes the ready messages from the consumer and terminates them
+//     (JetStream's own purge would also drop the unacknowledged ones).
 //
 //   - Single active consumer (sac.go): a queue with
 //     x-single-active-consumer has one active consumer in the cluster.
