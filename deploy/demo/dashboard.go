@@ -58,7 +58,8 @@ func dashboard(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer st.Disconnect()
+	var failed error
+	defer func() { closeStomp(st, failed) }()
 	subs := map[string]func(*stomp.Message){
 		"/topic/sensors.*.temperature": func(m *stomp.Message) {
 			var r struct{ Sensor string }
@@ -76,6 +77,7 @@ func dashboard(ctx context.Context) error {
 	for dest, fn := range subs {
 		sub, err := st.Subscribe(dest, stomp.AckAuto)
 		if err != nil {
+			failed = err
 			return err
 		}
 		go func() {
@@ -93,7 +95,10 @@ func dashboard(ctx context.Context) error {
 			return ctx.Err()
 		case x := <-msgs:
 			if x.m.Err != nil {
-				return x.m.Err
+				// The broker refused a subscription (the payments
+				// exchange is not declared yet, say) or went away.
+				failed = x.m.Err
+				return failed
 			}
 			b.mu.Lock()
 			x.fn(x.m)

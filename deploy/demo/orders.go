@@ -39,7 +39,8 @@ func orders(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer st.Disconnect()
+	var failed error
+	defer func() { closeStomp(st, failed) }()
 	for d := range events {
 		var p map[string]any
 		if err := json.Unmarshal(d.Body, &p); err != nil {
@@ -50,6 +51,7 @@ func orders(ctx context.Context) error {
 			"customer": p["customer"], "amount": p["amount"]})
 		if err := st.Send("/queue/invoices", "application/json", cmd, stomp.SendOpt.Receipt,
 			stomp.SendOpt.Header("persistent", "true"), stomp.SendOpt.Header("message-id", "invoice-"+d.MessageId)); err != nil {
+			failed = err
 			return err
 		}
 		log.Printf("orders: stream offset %v: send invoice for %v", d.Headers["x-stream-offset"], p["order"])
