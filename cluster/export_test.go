@@ -17,3 +17,7 @@ func (n *Node) SettlesInFlight() int { return n.queues.settle.inFlight() }
 // UsePlainAcks makes the node send acks without waiting for answers, as
 // before they were confirmed; call it before the node is used.
 func (n *Node) UsePlainAcks() { n.queues.plainAcks = true }
+
+// LoseSettles makes the node's acks and terms, and their retries, go where
+// nothing answers (as to a consumer leader that is gone) while on is true.
+func (n *Node) LoseSettles(on bool) { n.queues.settle.lose.Store(on) }

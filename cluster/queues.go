@@ -277,7 +277,7 @@ func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, f
 func (s *Queues) Open(q *queue.Queue) queue.Remote {
 	c := q.Config()
 	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, wake: make(chan struct{}, 1),
-		held: map[jetstream.Msg]struct{}{}}
+		held: map[jetstream.Msg]uint64{}}
 	r.ctx, r.cancel = context.WithCancel(s.base)
 	s.mu.Lock()
 	s.open[r] = struct{}{}
@@ -318,7 +318,7 @@ type remoteQueue struct {
 	cons    jetstream.Consumer // bound by the first pull
 	running bool
 	closed  bool
-	held    map[jetstream.Msg]struct{} // fed and not settled yet
+	held    map[jetstream.Msg]uint64 // fed and not settled yet: its stream sequence
 
 	count readyCount // the queue's ready messages in JetStream (count.go)
 	lease lease      // single active consumer: this node's lease (sac.go)
@@ -377,39 +377,41 @@ func (r *remoteQueue) close() {
 	r.release()
 }
 
-// settle removes m from the held set; it reports false when m was given
-// back already (the node is closing).
-func (r *remoteQueue) settle(h any) (jetstream.Msg, bool) {
+// settle removes m from the held set and returns it with the key its
+// settle goes by; it reports false when m was given back already (the
+// node is closing).
+func (r *remoteQueue) settle(h any) (jetstream.Msg, settleKey, bool) {
 	m, ok := h.(jetstream.Msg)
 	if !ok {
-		return nil, false
+		return nil, settleKey{}, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, held := r.held[m]; !held {
-		return nil, false
+	seq, held := r.held[m]
+	if !held {
+		return nil, settleKey{}, false
 	}
 	delete(r.held, m)
-	return m, true
+	return m, settleKey{r, seq}, true
 }
 
 // Ack implements queue.Remote: the ack is sent at once and confirmed by
 // JetStream off this path (settle.go); one never confirmed means a
 // redelivery after AckWait (at least once).
 func (r *remoteQueue) Ack(h any) {
-	if m, ok := r.settle(h); ok {
+	if m, key, ok := r.settle(h); ok {
 		if r.s.plainAcks {
 			_ = m.Ack()
 			return
 		}
-		r.s.settle.send(m.Reply(), ackBody)
+		r.s.settle.send(key, m.Reply(), ackBody)
 	}
 }
 
 // Nak implements queue.Remote: JetStream redelivers the message at once,
 // to whichever node pulls next.
 func (r *remoteQueue) Nak(h any) {
-	m, ok := r.settle(h)
+	m, _, ok := r.settle(h)
 	if !ok {
 		return
 	}
@@ -424,8 +426,8 @@ func (r *remoteQueue) Nak(h any) {
 
 // Term implements queue.Remote, confirmed as Ack is.
 func (r *remoteQueue) Term(h any) {
-	if m, ok := r.settle(h); ok {
-		r.s.settle.send(m.Reply(), termBody)
+	if m, key, ok := r.settle(h); ok {
+		r.s.settle.send(key, m.Reply(), termBody)
 	}
 }
 
@@ -571,6 +573,14 @@ func (r *remoteQueue) hold(m jetstream.Msg) (*core.Message, uint32, bool) {
 		_ = m.Term()
 		return nil, 0, false
 	}
+	if r.s.settle.settling(settleKey{r, md.Sequence.Stream}) {
+		// Acked (or rejected) here, its settle not answered yet: JetStream
+		// redelivered it past AckWait while it had no quorum. The settle,
+		// retried, applies to this delivery too; giving it to a consumer
+		// again would undo what the client acked.
+		r.s.log.Debug("redelivery of a message being settled dropped", "vhost", r.vhost, "queue", r.name, "seq", md.Sequence.Stream)
+		return nil, 0, false
+	}
 	msg, err := record.DecodeMessage(m.Data())
 	if err != nil {
 		r.s.log.Error("undecodable message in a shared queue; terminated", "vhost", r.vhost, "queue", r.name, "seq", md.Sequence.Stream, "err", err)
@@ -583,7 +593,7 @@ func (r *remoteQueue) hold(m jetstream.Msg) (*core.Message, uint32, bool) {
 		_ = m.Nak()
 		return nil, 0, false
 	}
-	r.held[m] = struct{}{}
+	r.held[m] = md.Sequence.Stream
 	r.mu.Unlock()
 	count := uint32(0)
 	if md.NumDelivered > 0 {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,8 +34,9 @@ import (
 const settleRetry = time.Second
 
 var (
-	ackBody  = []byte("+ACK")
-	termBody = []byte("+TERM")
+	ackBody      = []byte("+ACK")
+	termBody     = []byte("+TERM")
+	progressBody = []byte("+WPI")
 )
 
 // settler sends acks and terms as requests and retries the unanswered ones.
@@ -47,17 +49,30 @@ type settler struct {
 	mu      sync.Mutex
 	next    uint64
 	pending map[uint64]*pendingSettle
+	byKey   map[settleKey]int // pending settles per message
 	onLost  func(subject string, err string)
+	// lose sends settles and their beats where nothing answers (tests: a
+	// consumer leader that is gone).
+	lose atomic.Bool
+}
+
+// settleKey names the message a settle is for, across its deliveries: its
+// queue on this node and its stream sequence.
+type settleKey struct {
+	q   *remoteQueue
+	seq uint64
 }
 
 type pendingSettle struct {
+	key         settleKey
 	subject     string // the message's ack subject
 	body        []byte
 	first, sent time.Time
 }
 
 func newSettler(nc *nats.Conn, timeout time.Duration, onLost func(subject, err string)) (*settler, error) {
-	s := &settler{nc: nc, inbox: nc.NewRespInbox(), timeout: timeout, pending: map[uint64]*pendingSettle{}, onLost: onLost}
+	s := &settler{nc: nc, inbox: nc.NewRespInbox(), timeout: timeout, pending: map[uint64]*pendingSettle{},
+		byKey: map[settleKey]int{}, onLost: onLost}
 	sub, err := nc.Subscribe(s.inbox+".*", s.answer)
 	if err != nil {
 		return nil, err
@@ -66,21 +81,66 @@ func newSettler(nc *nats.Conn, timeout time.Duration, onLost func(subject, err s
 	return s, nil
 }
 
-// send settles the message whose ack subject is subject with body (ackBody,
-// termBody).
-func (s *settler) send(subject string, body []byte) {
+// send settles the message key whose ack subject is subject with body
+// (ackBody, termBody).
+func (s *settler) send(key settleKey, subject string, body []byte) {
 	now := time.Now()
 	s.mu.Lock()
 	s.next++
 	id := s.next
-	s.pending[id] = &pendingSettle{subject: subject, body: body, first: now, sent: now}
+	s.pending[id] = &pendingSettle{key: key, subject: subject, body: body, first: now, sent: now}
+	s.byKey[key]++
 	s.mu.Unlock()
 	s.publish(id, subject, body)
+}
+
+// settling reports whether a settle of the message key waits for its
+// answer.
+func (s *settler) settling(key settleKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byKey[key] > 0
+}
+
+// done forgets the pending settle id; s.mu is held.
+func (s *settler) done(id uint64) {
+	p := s.pending[id]
+	if p == nil {
+		return
+	}
+	delete(s.pending, id)
+	if s.byKey[p.key]--; s.byKey[p.key] <= 0 {
+		delete(s.byKey, p.key)
+	}
+}
+
+// beat tells JetStream that the messages whose settles wait for their
+// answer are still in hand, as heartbeat does for held ones: without it
+// a settle retried through a quorum loss longer than AckWait would race
+// JetStream's redelivery of the same message.
+func (s *settler) beat() {
+	s.mu.Lock()
+	subjects := make([]string, 0, len(s.pending))
+	for _, p := range s.pending {
+		subjects = append(subjects, p.subject)
+	}
+	s.mu.Unlock()
+	for _, subj := range subjects {
+		_ = s.nc.Publish(s.route(subj), progressBody)
+	}
+}
+
+func (s *settler) route(subject string) string {
+	if s.lose.Load() {
+		return "bourse.lost." + subject
+	}
+	return subject
 }
 
 func (s *settler) publish(id uint64, subject string, body []byte) {
 	// An error (connection closed or reconnecting with a full buffer)
 	// leaves it pending: the retry sends it again.
+	subject = s.route(subject)
 	_ = s.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: s.inbox + "." + strconv.FormatUint(id, 10), Data: body})
 }
 
@@ -100,7 +160,7 @@ func (s *settler) answer(m *nats.Msg) {
 		return
 	}
 	s.mu.Lock()
-	delete(s.pending, id)
+	s.done(id)
 	s.mu.Unlock()
 }
 
@@ -119,7 +179,7 @@ func (s *settler) sweep(now time.Time) {
 		switch {
 		case now.Sub(p.first) > s.timeout:
 			lost = append(lost, p.subject)
-			delete(s.pending, id)
+			s.done(id)
 		case now.Sub(p.sent) >= settleRetry:
 			p.sent = now
 			again = append(again, resend{id, p.subject, string(p.body)})
@@ -159,6 +219,7 @@ func (s *Queues) maintain(ctx context.Context) {
 			if now.Sub(lastBeat) >= s.ackWait/4 {
 				lastBeat = now
 				s.heartbeat()
+				s.settle.beat()
 			}
 		}
 	}
