@@ -156,10 +156,12 @@ func retainedOn(t *testing.T, addr, filter string, wait time.Duration) []string 
 	for {
 		select {
 		case p := <-m.msgs:
-			if !p.Retain {
-				t.Fatalf("a live message on %q while only retained ones were expected", p.Topic)
+			// A live one is a publish still on its way across the
+			// cluster when this subscribed (the crossing changes below
+			// are QoS 0, fire and forget): not what this counts.
+			if p.Retain {
+				got = append(got, p.Topic+"="+string(p.Payload))
 			}
-			got = append(got, p.Topic+"="+string(p.Payload))
 		case <-time.After(wait):
 			return got
 		}
