@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bourse-mq/bourse/cluster"
+	"github.com/bourse-mq/bourse/internal/config"
 )
 
 // jsConnect connects to a node's NATS client URL; done closes the
@@ -402,4 +403,81 @@ func TestClusterLargeMessage(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("an oversized message was not refused")
 	}
+}
+
+// TestClusterAckWaitSetting: cluster.ack_wait reaches the node. The
+// default is cluster.AckWait; set to 1s, a shared queue's JetStream
+// consumer has that ack wait, and a message a consumer holds for four
+// times as long is not handed out again (the node beats for it every
+// quarter of the setting, not of the default).
+func TestClusterAckWaitSetting(t *testing.T) {
+	if d := config.Default().Cluster.AckWait.D(); d != cluster.AckWait {
+		t.Fatalf("config default ack_wait %v, cluster.AckWait %v", d, cluster.AckWait)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const ackWait = time.Second
+	c := startServeNodes(t, 1, func(_ int, cfg *config.Config) { cfg.Cluster.AckWait = config.Duration(ackWait) })
+	defer c.stopAll()
+	conn, ch := amqpChannel(t, c.addrs[0]["amqp"])
+	defer conn.Close()
+	if _, err := ch.QueueDeclare("held", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Two consumers on two channels, one message each at most: a copy
+	// handed out again while the first holds it would go to the second.
+	ch2, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deliveries []<-chan amqp.Delivery
+	for i, cch := range []*amqp.Channel{ch, ch2} {
+		if err := cch.Qos(1, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		d, err := cch.Consume("held", fmt.Sprintf("c%d", i), false, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliveries = append(deliveries, d)
+	}
+	if err := ch.PublishWithContext(context.Background(), "", "held", false, false, amqp.Publishing{Body: []byte("m")}); err != nil {
+		t.Fatal(err)
+	}
+	var got []amqp.Delivery
+	timeout := time.After(4 * ackWait)
+	for done := false; !done; {
+		select {
+		case d := <-deliveries[0]:
+			got = append(got, d)
+		case d := <-deliveries[1]:
+			got = append(got, d)
+		case <-timeout:
+			done = true
+		}
+	}
+	if len(got) != 1 || got[0].Redelivered {
+		t.Fatalf("held for 4 x ack_wait: %d deliveries (want 1, not redelivered)", len(got))
+	}
+
+	js, done := jsConnect(t, c.addrs[0]["nats"])
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := js.Consumer(ctx, cluster.QueueStream("/", "held"), "bourse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.AckWait != ackWait || info.NumRedelivered != 0 || info.NumAckPending != 1 {
+		t.Fatalf("consumer: ack wait %v (want %v), redelivered %d, ack pending %d", info.Config.AckWait, ackWait, info.NumRedelivered, info.NumAckPending)
+	}
+	if err := got[0].Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream empty after the ack", func() bool { return streamMsgs(t, c.addrs[0]["nats"], "held") == 0 })
+	conn.Close()
+	c.stopAll()
 }

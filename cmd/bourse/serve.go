@@ -601,8 +601,8 @@ func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
 		ClusterName: c.Name, NodeName: c.NodeName, Listen: c.Listen, RouteListen: c.RouteListen, Routes: c.Routes,
 		RouteUser: c.RouteUser, RoutePassword: c.RoutePassword,
 		RouteTLSCertFile: c.RouteTLSCertFile, RouteTLSKeyFile: c.RouteTLSKeyFile, RouteTLSCAFile: c.RouteTLSCAFile,
-		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), Logger: log.With("component", "cluster"),
-		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), AckWait: c.AckWait.D(),
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes, Logger: log.With("component", "cluster"),
 	}
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(cfg.DataDir, "cluster")

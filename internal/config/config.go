@@ -89,6 +89,12 @@ type Cluster struct {
 	Replicas int `koanf:"replicas" yaml:"replicas"`
 	// StartTimeout bounds joining the cluster and replaying its topology.
 	StartTimeout Duration `koanf:"start_timeout" yaml:"start_timeout"`
+	// AckWait is how long JetStream waits for a node's ack (or heartbeat)
+	// of a shared queue's message before it hands the message out again:
+	// how soon the messages held by a node that dies or is cut off come
+	// back to the others (cluster.Options.AckWait; default
+	// cluster.AckWait, 20s). At least 1s; the same on every node.
+	AckWait Duration `koanf:"ack_wait" yaml:"ack_wait"`
 }
 
 // TLS configures the TLS listeners.
@@ -203,7 +209,8 @@ func Default() Config {
 		Heartbeat:        Duration(60 * time.Second),
 		WebSocketOrigins: []string{},
 		Cluster: Cluster{Mode: "none", Name: "bourse", Listen: "127.0.0.1:4222", RouteListen: "127.0.0.1:6222",
-			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second)},
+			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second),
+			AckWait: Duration(20 * time.Second)},
 	}
 }
 
@@ -423,6 +430,10 @@ func countSet(vals ...string) int {
 	return n
 }
 
+// minAckWait is the shortest cluster.ack_wait: nodes beat for the
+// messages they hold every quarter of it, on a 250 ms tick.
+const minAckWait = Duration(time.Second)
+
 func (c Cluster) validate() error {
 	switch c.Mode {
 	case "", "none":
@@ -463,6 +474,9 @@ func (c Cluster) validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		return fmt.Errorf("cluster.start_timeout must be positive")
+	}
+	if c.AckWait < minAckWait {
+		return fmt.Errorf("cluster.ack_wait: %s is below the minimum of %s", c.AckWait.D(), minAckWait.D())
 	}
 	return nil
 }

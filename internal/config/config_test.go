@@ -155,3 +155,29 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterAckWait(t *testing.T) {
+	c, err := load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded"})
+	if err != nil || c.Cluster.AckWait.D() != 20*time.Second {
+		t.Fatalf("default: %v %v", c.Cluster.AckWait.D(), err)
+	}
+	c, err = load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ACK_WAIT=45s"})
+	if err != nil || c.Cluster.AckWait.D() != 45*time.Second {
+		t.Fatalf("env: %v %v", c.Cluster.AckWait.D(), err)
+	}
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("cluster:\n  mode: nats\n  nats_urls: [nats://127.0.0.1:4222]\n  ack_wait: 1s\n"), 0o600)
+	c, err = load(t, []string{"--config", file}, nil)
+	if err != nil || c.Cluster.AckWait.D() != time.Second {
+		t.Fatalf("file, at the minimum: %v %v", c.Cluster.AckWait.D(), err)
+	}
+	for _, bad := range []string{"999ms", "0s", "-5s"} {
+		_, err := load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ACK_WAIT=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "cluster.ack_wait") || !strings.Contains(err.Error(), "minimum of 1s") {
+			t.Errorf("ack_wait %s: %v", bad, err)
+		}
+	}
+	if _, err := load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ACK_WAIT=20"}); err == nil || !strings.Contains(err.Error(), "ack_wait") {
+		t.Errorf("a duration without a unit: %v", err)
+	}
+}
