@@ -79,6 +79,16 @@ wait "$demo" 2>/dev/null || true
 dpkg -s docker-compose >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
 check docker-compose-config docker-compose -f docker-compose.yml config -q
 check docker-compose-cluster-config docker-compose -f docker-compose.yml --profile cluster config -q
+# Each of the three cluster nodes gets route credentials: the defaults, or
+# the ones set in the environment.
+check docker-compose-cluster-route-credentials bash -c '
+  set -e
+  out=$(env -u BOURSE_CLUSTER_ROUTE_USER -u BOURSE_CLUSTER_ROUTE_PASSWORD docker-compose -f docker-compose.yml --profile cluster config)
+  echo "$out"
+  [ "$(grep -cE "BOURSE_CLUSTER_ROUTE_USER: route$" <<<"$out")" -eq 3 ]
+  [ "$(grep -cE "BOURSE_CLUSTER_ROUTE_PASSWORD: demo-route-secret$" <<<"$out")" -eq 3 ]
+  out=$(BOURSE_CLUSTER_ROUTE_PASSWORD=s3cret docker-compose -f docker-compose.yml --profile cluster config)
+  [ "$(grep -cE "BOURSE_CLUSTER_ROUTE_PASSWORD: s3cret$" <<<"$out")" -eq 3 ]'
 
 echo "$pass passed, $fail failed"
 if [ "$fail" -gt 0 ]; then

@@ -155,8 +155,10 @@ func scrapeMetrics(t *testing.T) string {
 
 // TestClusterManifest: the embedded-cluster StatefulSet runs three pods in
 // parallel with their node name from the pod name, routes resolve through
-// a headless Service published before readiness, and the ConfigMap's
-// configuration loads as embedded cluster mode with a route to every pod.
+// a headless Service published before readiness, route credentials come
+// from a Secret in the manifests, and the ConfigMap's configuration, with
+// the pod's environment, loads as embedded cluster mode with a route to
+// every pod and authenticated routes.
 func TestClusterManifest(t *testing.T) {
 	f, err := os.Open(filepath.Join("..", "..", "deploy", "kubernetes-cluster", "bourse.yaml"))
 	if err != nil {
@@ -166,12 +168,16 @@ func TestClusterManifest(t *testing.T) {
 	dec := yaml.NewDecoder(f)
 	var cfgText string
 	var sts, peers bool
+	secrets := map[string]map[string]string{} // name: stringData
+	type secretRef struct{ name, key string }
+	fromSecret := map[string]secretRef{} // the container's variables from Secrets
 	for {
 		var doc struct {
-			Kind     string                `yaml:"kind"`
-			Metadata struct{ Name string } `yaml:"metadata"`
-			Data     map[string]string     `yaml:"data"`
-			Spec     struct {
+			Kind       string                `yaml:"kind"`
+			Metadata   struct{ Name string } `yaml:"metadata"`
+			Data       map[string]string     `yaml:"data"`
+			StringData map[string]string     `yaml:"stringData"`
+			Spec       struct {
 				Replicas                 int    `yaml:"replicas"`
 				PodManagementPolicy      string `yaml:"podManagementPolicy"`
 				ServiceName              string `yaml:"serviceName"`
@@ -186,6 +192,10 @@ func TestClusterManifest(t *testing.T) {
 									FieldRef struct {
 										FieldPath string `yaml:"fieldPath"`
 									} `yaml:"fieldRef"`
+									SecretKeyRef struct {
+										Name string `yaml:"name"`
+										Key  string `yaml:"key"`
+									} `yaml:"secretKeyRef"`
 								} `yaml:"valueFrom"`
 							} `yaml:"env"`
 						} `yaml:"containers"`
@@ -201,6 +211,8 @@ func TestClusterManifest(t *testing.T) {
 		switch doc.Kind {
 		case "ConfigMap":
 			cfgText = doc.Data["bourse.yaml"]
+		case "Secret":
+			secrets[doc.Metadata.Name] = doc.StringData
 		case "StatefulSet":
 			sts = true
 			if doc.Spec.Replicas != 3 || doc.Spec.PodManagementPolicy != "Parallel" || doc.Spec.ServiceName != "bourse-cluster-peers" {
@@ -209,6 +221,9 @@ func TestClusterManifest(t *testing.T) {
 			named := false
 			for _, e := range doc.Spec.Template.Spec.Containers[0].Env {
 				named = named || (e.Name == "BOURSE_CLUSTER_NODE_NAME" && e.ValueFrom.FieldRef.FieldPath == "metadata.name")
+				if r := e.ValueFrom.SecretKeyRef; r.Name != "" {
+					fromSecret[e.Name] = secretRef{r.Name, r.Key}
+				}
 			}
 			if !named {
 				t.Error("the node name does not come from the pod name")
@@ -231,11 +246,80 @@ func TestClusterManifest(t *testing.T) {
 	if err := fs.Parse([]string{"--config", path}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(fs, func() []string { return []string{"BOURSE_CLUSTER_NODE_NAME=bourse-cluster-0"} })
+	env := []string{"BOURSE_CLUSTER_NODE_NAME=bourse-cluster-0"}
+	for name, r := range fromSecret {
+		v, ok := secrets[r.name][r.key]
+		if !ok || v == "" {
+			t.Errorf("%s: no key %q in a Secret %q of the manifests", name, r.key, r.name)
+		}
+		env = append(env, name+"="+v)
+	}
+	for _, name := range []string{"BOURSE_CLUSTER_ROUTE_USER", "BOURSE_CLUSTER_ROUTE_PASSWORD"} {
+		if _, ok := fromSecret[name]; !ok {
+			t.Errorf("%s does not come from a Secret", name)
+		}
+	}
+	cfg, err := config.Load(fs, func() []string { return env })
 	if err != nil {
 		t.Fatalf("the ConfigMap's configuration: %v", err)
 	}
-	if cfg.Cluster.Mode != "embedded" || len(cfg.Cluster.Routes) != 3 || cfg.Cluster.NodeName != "bourse-cluster-0" {
+	if cfg.Cluster.Mode != "embedded" || len(cfg.Cluster.Routes) != 3 || cfg.Cluster.NodeName != "bourse-cluster-0" ||
+		cfg.Cluster.RouteUser == "" || cfg.Cluster.RoutePassword == "" {
 		t.Fatalf("cluster config %+v", cfg.Cluster)
+	}
+}
+
+// TestComposeCluster: the compose file's cluster profile runs three
+// embedded nodes, each with its own name, the same routes and route
+// credentials (from the environment, with defaults); each node's
+// environment loads as a valid configuration with authenticated routes.
+// interop/run.sh checks the same with docker-compose itself.
+func TestComposeCluster(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Profiles    []string          `yaml:"profiles"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatal(err)
+	}
+	// ${NAME:-default} as compose interpolates it with NAME unset.
+	interp := regexp.MustCompile(`\$\{[A-Z_]+:-([^}]*)\}`)
+	var creds []string
+	names := map[string]bool{}
+	for _, svc := range []string{"bourse-1", "bourse-2", "bourse-3"} {
+		s, ok := compose.Services[svc]
+		if !ok || len(s.Profiles) != 1 || s.Profiles[0] != "cluster" {
+			t.Fatalf("service %s: %+v", svc, s)
+		}
+		var env []string
+		for k, v := range s.Environment {
+			env = append(env, k+"="+interp.ReplaceAllString(v, "$1"))
+		}
+		fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+		config.RegisterFlags(fs)
+		cfg, err := config.Load(fs, func() []string { return env })
+		if err != nil {
+			t.Fatalf("service %s: %v", svc, err)
+		}
+		c := cfg.Cluster
+		if c.Mode != "embedded" || len(c.Routes) != 3 || c.RouteUser == "" || c.RoutePassword == "" {
+			t.Errorf("service %s: cluster config %+v", svc, c)
+		}
+		for _, k := range []string{"BOURSE_CLUSTER_ROUTE_USER", "BOURSE_CLUSTER_ROUTE_PASSWORD"} {
+			if !strings.HasPrefix(s.Environment[k], "${"+k+":-") {
+				t.Errorf("service %s: %s is %q, not taken from the environment", svc, k, s.Environment[k])
+			}
+		}
+		names[c.NodeName] = true
+		creds = append(creds, c.RouteUser+":"+c.RoutePassword)
+	}
+	if len(names) != 3 || creds[0] != creds[1] || creds[1] != creds[2] {
+		t.Errorf("node names %v, route credentials %v: want three names and one set of credentials", names, creds)
 	}
 }
