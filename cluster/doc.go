@@ -88,11 +88,15 @@
 //     the original is terminated only once the dead letter is confirmed;
 //     without a DLX it is terminated.
 //
-//   - AckWait is 20 seconds (AckWait, Options.AckWait), and every message
-//     a node holds gets a heartbeat (InProgress) every quarter of it: a
-//     consumer keeps a message as long as it likes, and the messages of a
-//     node that dies or is cut off come back to the others AckWait after
-//     its last beat, flagged redelivered.
+//   - AckWait is 20 seconds (AckWait, Options.AckWait, the configuration's
+//     cluster.ack_wait), and every message a node holds gets a heartbeat
+//     (InProgress) every quarter of it: a consumer keeps a message as
+//     long as it likes, and the messages of a node that dies or is cut
+//     off come back to the others AckWait after its last beat, flagged
+//     redelivered. A queue's consumer keeps the AckWait of the node that
+//     created it (a redeclare does not update it); a node beats at a
+//     quarter of the shortest of its own and those of the consumers it
+//     has bound.
 //
 //   - basic.get pulls one message at once if the stream has one ready.
 //

@@ -21,19 +21,26 @@ func withAckWait(d time.Duration) func(int, *cluster.Options) {
 	return func(_ int, o *cluster.Options) { o.AckWait = d }
 }
 
-// leaderOf returns the index of the node that leads the queue's consumer
-// (what == "consumer") or stream (what == "stream"), asked through node via.
-func (c *testCluster) leaderOf(t *testing.T, via int, q, what string) int {
+// jetStream connects to node via's NATS server, until the test ends.
+func (c *testCluster) jetStream(t *testing.T, via int) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(c.nodes[via].ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// leaderOf returns the index of the node that leads the queue's consumer
+// (what == "consumer") or stream (what == "stream"), asked through node via.
+func (c *testCluster) leaderOf(t *testing.T, via int, q, what string) int {
+	t.Helper()
+	js := c.jetStream(t, via)
 	leader := ""
 	eventually(t, what+" leader of "+q, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -235,4 +242,46 @@ func BenchmarkSharedQueueAck(b *testing.B) {
 			sub.Cancel()
 		})
 	}
+}
+
+// TestHeartbeatKeepsUpWithAnOlderAckWait: a queue keeps in JetStream the
+// ack wait its consumer was created with (here 1 s), also after the node
+// restarts with a longer one (8 s: cluster.ack_wait raised) and the queue
+// is redeclared; the node beats for the messages it holds of that queue
+// often enough for the queue's ack wait, not only its own, so a message
+// held for four times the queue's ack wait is not handed out again.
+func TestHeartbeatKeepsUpWithAnOlderAckWait(t *testing.T) {
+	const older, newer = time.Second, 8 * time.Second
+	c := newTestCluster(t, 1, withAckWait(older))
+	decl := router.QueueDecl{QueueInfo: router.QueueInfo{Name: "older", Durable: true}}
+	if _, err := vhost(t, c.attach(0), "/").DeclareQueue(decl); err != nil {
+		t.Fatal(err)
+	}
+	c.opts[0].AckWait = newer
+	b := c.restart(0, func() {})
+	if _, err := vhost(t, b, "/").DeclareQueue(decl); err != nil {
+		t.Fatal(err)
+	}
+	s, sub := consume(t, vhost(t, b, "/"), "older", 10)
+	defer sub.Cancel()
+	publishConfirmed(t, vhost(t, b, "/"), "", "older", 1, "m")
+	d := s.next(t)
+	s.none(t, 4*older)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := c.jetStream(t, 0).Consumer(ctx, cluster.QueueStream("/", "older"), "bourse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci := cons.CachedInfo(); ci.Config.AckWait != older || ci.NumRedelivered != 0 {
+		t.Fatalf("consumer ack wait %v (want %v, the one it was created with), %d redelivered", ci.Config.AckWait, older, ci.NumRedelivered)
+	}
+	if !d.Queue.Ack(d.ID) {
+		t.Fatal("ack")
+	}
+	eventually(t, "stream empty", func() bool {
+		n, err := c.nodes[0].Queues().Messages(context.Background(), "/", "older")
+		return err == nil && n == 0
+	})
 }

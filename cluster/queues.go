@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -81,6 +82,12 @@ type Queues struct {
 	replicas int
 	timeout  time.Duration
 	ackWait  time.Duration
+	// beatWait is the ack wait the heartbeats keep up with: the shortest
+	// of ackWait and those of the consumers this node has bound. A queue's
+	// consumer keeps the ack wait it was created with (by the node that
+	// first declared the queue, maybe with another cluster.ack_wait, or
+	// before it was changed).
+	beatWait atomic.Int64
 
 	base   context.Context
 	cancel context.CancelFunc
@@ -106,6 +113,7 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 	}
 	s := &Queues{js: js, log: log, replicas: replicas, timeout: timeout, ackWait: ackWait,
 		open: map[*remoteQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}
+	s.beatWait.Store(int64(ackWait))
 	s.settle, err = newSettler(nc, timeout, func(subject, err string) {
 		log.Warn("ack to JetStream not confirmed; the message will be redelivered after AckWait", "ack", subject, "err", err)
 	})
@@ -548,11 +556,29 @@ func (r *remoteQueue) consumer() (jetstream.Consumer, error) {
 		}
 	}
 	if err == nil {
+		r.s.keepUpWith(c.CachedInfo().Config.AckWait)
 		r.mu.Lock()
 		r.cons = c
 		r.mu.Unlock()
 	}
 	return c, err
+}
+
+// keepUpWith makes the heartbeats keep up with a bound consumer's ack
+// wait when it is shorter than any so far (it never grows back: beating
+// more often than needed costs little).
+func (s *Queues) keepUpWith(ackWait time.Duration) {
+	for {
+		cur := s.beatWait.Load()
+		if ackWait <= 0 || int64(ackWait) >= cur {
+			return
+		}
+		if s.beatWait.CompareAndSwap(cur, int64(ackWait)) {
+			s.log.Info("a shared queue's consumer has a shorter ack wait than this node's cluster.ack_wait; heartbeats keep up with it",
+				"ack_wait", ackWait, "node_ack_wait", s.ackWait)
+			return
+		}
+	}
 }
 
 // take feeds one pulled message to the queue, or gives it back.

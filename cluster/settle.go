@@ -27,7 +27,10 @@ import (
 // AckWait (so that a consumer leader election of a few seconds loses
 // none), so that AckWait can be short: a node that dies with messages in
 // hand stops beating, and JetStream hands them out again AckWait after
-// the last beat, to the nodes still alive.
+// the last beat, to the nodes still alive. The AckWait beaten for is the
+// shortest of the node's own and those of the queues' consumers it has
+// bound (Queues.beatWait): a consumer keeps the AckWait it was created
+// with, whatever the node's is now.
 
 // settleRetry is how long an ack waits for its answer before it is sent
 // again.
@@ -216,7 +219,7 @@ func (s *Queues) maintain(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			s.settle.sweep(now)
-			if now.Sub(lastBeat) >= s.ackWait/4 {
+			if now.Sub(lastBeat) >= time.Duration(s.beatWait.Load())/4 {
 				lastBeat = now
 				s.heartbeat()
 				s.settle.beat()
