@@ -25,28 +25,47 @@ type readyCount struct {
 
 // Ready implements queue.Remote: the messages JetStream holds for the
 // queue that no node has taken (ready messages given back by a node count,
-// as they wait to be delivered again). With fresh (a declare-ok) the count
-// is asked of JetStream at once; otherwise (the management API, which may
+// as they wait to be delivered again).
+func (r *remoteQueue) Ready(fresh bool) (int, bool) { return r.count.get(r.s, fresh, r.refreshCount) }
+
+// get returns the count. With fresh (a declare-ok) it is asked of
+// JetStream at once (refresh); otherwise (the management API, which may
 // ask under the vhost's lock) one older than countTTL is refreshed in the
 // background and the last one is returned.
-func (r *remoteQueue) Ready(fresh bool) (int, bool) {
-	c := &r.count
+func (c *readyCount) get(s *Queues, fresh bool, refresh func()) (int, bool) {
 	c.mu.Lock()
 	stale := time.Since(c.at) > countTTL
-	if stale && !fresh && !c.refreshing && r.s.begin() {
+	if stale && !fresh && !c.refreshing && s.begin() {
 		c.refreshing = true
 		go func() {
-			defer r.s.wg.Done()
-			r.refreshCount()
+			defer s.wg.Done()
+			refresh()
 		}()
 	}
 	c.mu.Unlock()
 	if fresh {
-		r.refreshCount()
+		refresh()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n, c.ok
+}
+
+// set records a count just asked of JetStream (kept as it was on err).
+func (c *readyCount) set(n int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshing = false
+	if err == nil {
+		c.n, c.ok, c.at = n, true, time.Now()
+	}
+}
+
+// stale makes the next get ask JetStream.
+func (c *readyCount) stale() {
+	c.mu.Lock()
+	c.at = time.Time{}
+	c.mu.Unlock()
 }
 
 // begin counts a background task of the store in its wait group, unless
@@ -65,15 +84,10 @@ func (r *remoteQueue) refreshCount() {
 	ctx, cancel := context.WithTimeout(r.ctx, min(r.s.timeout, time.Second))
 	defer cancel()
 	n, err := r.pending(ctx)
-	c := &r.count
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.refreshing = false
 	if err != nil {
 		r.s.log.Debug("shared queue count unavailable", "vhost", r.vhost, "queue", r.name, "err", err)
-		return
 	}
-	c.n, c.ok, c.at = n, true, time.Now()
+	r.count.set(n, err)
 }
 
 // pending asks JetStream for the messages of the queue that no node holds:
@@ -157,8 +171,6 @@ func (r *remoteQueue) Purge() (int, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.count.mu.Lock()
-	r.count.at = time.Time{} // stale
-	r.count.mu.Unlock()
+	r.count.stale()
 	return purged, nil
 }

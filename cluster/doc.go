@@ -238,9 +238,11 @@
 //     claim keeps the session, so one connection is left: the later one.
 //     Reads of owner keys and session records go to the stream leader
 //     (STREAM.MSG.GET, not a direct get that a lagging replica answers).
-//   - The messages of persistent sessions are their subscription queues'
-//     (shared queues, above): one stream and one consumer per persistent
-//     subscription, each a Raft group at R3.
+//   - The messages of persistent sessions are in their subscription
+//     queues, shared queues that keep their messages in one stream for
+//     all of them, SessionStream, a subject each, read by the node holding
+//     the session with no JetStream consumer (sessions.go): one Raft group
+//     in all, not two per subscription.
 //
 // Streams (x-queue-type stream):
 //

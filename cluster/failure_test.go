@@ -210,12 +210,18 @@ func TestAckedNotRedeliveredWhileItsAckIsRetried(t *testing.T) {
 // with a prefetch of 100 on one node of three takes and acks b.N messages
 // published beforehand on another, acks confirmed (as Bourse does) or
 // plain (fire and forget, as before); timed from the consume until the
-// stream is empty (and every confirmed ack answered).
+// stream is empty (and every confirmed ack answered). "session" is the
+// confirmed case for a session queue (an MQTT persistent subscription's:
+// read from the shared stream one message at a time, deleted on ack).
 //
 //	go test -run '^$' -bench SharedQueueAck -benchtime 5000x ./cluster
 func BenchmarkSharedQueueAck(b *testing.B) {
-	for _, mode := range []string{"plain", "confirmed"} {
+	for _, mode := range []string{"plain", "confirmed", "session"} {
 		b.Run(mode, func(b *testing.B) {
+			q := "ackbench"
+			if mode == "session" {
+				q = "mqtt-subscription-bench-0123456789abcdef"
+			}
 			c := newTestCluster(b, 3)
 			if mode == "plain" {
 				for _, n := range c.nodes {
@@ -223,18 +229,18 @@ func BenchmarkSharedQueueAck(b *testing.B) {
 				}
 			}
 			bs := []*router.Broker{c.attach(0), c.attach(1), c.attach(2)}
-			if _, err := vhost(b, bs[0], "/").DeclareQueue(router.QueueDecl{QueueInfo: router.QueueInfo{Name: "ackbench", Durable: true}}); err != nil {
+			if _, err := vhost(b, bs[0], "/").DeclareQueue(router.QueueDecl{QueueInfo: router.QueueInfo{Name: q, Durable: true}}); err != nil {
 				b.Fatal(err)
 			}
-			publishConfirmed(b, vhost(b, bs[0], "/"), "", "ackbench", b.N, "m")
+			publishConfirmed(b, vhost(b, bs[0], "/"), "", q, b.N, "m")
 			b.ResetTimer()
-			s, sub := consume(b, vhost(b, bs[1], "/"), "ackbench", 100)
+			s, sub := consume(b, vhost(b, bs[1], "/"), q, 100)
 			for range b.N {
 				d := s.next(b)
 				d.Queue.Ack(d.ID)
 			}
 			eventually(b, "stream empty", func() bool {
-				n, err := c.nodes[2].Queues().Messages(context.Background(), "/", "ackbench")
+				n, err := c.nodes[2].Queues().Messages(context.Background(), "/", q)
 				return err == nil && n == 0 && c.nodes[1].SettlesInFlight() == 0
 			})
 			b.StopTimer()

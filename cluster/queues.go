@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,7 @@ func sharedQueue(q core.QueueInfo) bool {
 // Queues keeps the messages of shared durable queues in JetStream: one
 // work-queue stream per queue (router.SharedQueues).
 type Queues struct {
+	nc       *nats.Conn
 	js       jetstream.JetStream
 	settle   *settler
 	log      *slog.Logger
@@ -93,9 +95,11 @@ type Queues struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	open   map[*remoteQueue]struct{}
-	closed bool
+	mu         sync.Mutex
+	open       map[*remoteQueue]struct{}
+	sessions   map[*sessionQueue]struct{} // session queues (sessions.go)
+	sessStream jetstream.Stream           // SessionStream, once looked up
+	closed     bool
 	// maxPayload is the NATS server's payload limit.
 	maxPayload int
 	// plainAcks sends acks without waiting for an answer (tests measure
@@ -111,8 +115,8 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 	if err != nil {
 		return nil, err
 	}
-	s := &Queues{js: js, log: log, replicas: replicas, timeout: timeout, ackWait: ackWait,
-		open: map[*remoteQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}
+	s := &Queues{nc: nc, js: js, log: log, replicas: replicas, timeout: timeout, ackWait: ackWait,
+		open: map[*remoteQueue]struct{}{}, sessions: map[*sessionQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}
 	s.beatWait.Store(int64(ackWait))
 	s.settle, err = newSettler(nc, timeout, func(subject, err string) {
 		log.Warn("ack to JetStream not confirmed; the message will be redelivered after AckWait", "ack", subject, "err", err)
@@ -126,8 +130,12 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 	return s, nil
 }
 
-// ensure creates the queue's stream and its consumer if they do not exist.
+// ensure creates the queue's stream and its consumer if they do not exist
+// (a session queue's: SessionStream).
 func (s *Queues) ensure(ctx context.Context, vhost, name string, args *queue.Args) error {
+	if isSessionQueue(name) {
+		return s.ensureSessions(ctx, args)
+	}
 	stream := QueueStream(vhost, name)
 	cfg := jetstream.StreamConfig{
 		Name:        stream,
@@ -185,6 +193,9 @@ func (s *Queues) consumerConfig() jetstream.ConsumerConfig {
 
 // drop deletes the queue's stream (its messages with it).
 func (s *Queues) drop(ctx context.Context, vhost, name string) error {
+	if isSessionQueue(name) {
+		return s.dropSession(ctx, vhost, name)
+	}
 	err := retryTransient(ctx, func(ctx context.Context) error { return s.js.DeleteStream(ctx, QueueStream(vhost, name)) })
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("delete the stream of queue '%s' in vhost '%s': %w", name, vhost, err)
@@ -216,7 +227,12 @@ func (s *Queues) Publish(vhost string, m *core.Message, queues []string, done fu
 	futures := make([]jetstream.PubAckFuture, len(queues))
 	errs := make([]error, len(queues))
 	for i, q := range queues {
-		msgs[i] = &nats.Msg{Subject: QueueSubject(vhost, q), Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
+		subject, qid := QueueSubject(vhost, q), id
+		if isSessionQueue(q) {
+			// One stream for every session queue: one id per queue in it.
+			subject, qid = SessionSubject(vhost, q), id+"."+strconv.Itoa(i)
+		}
+		msgs[i] = &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{qid}}}
 		// Sent now, on the publisher's path, so that one publisher's
 		// messages reach each stream in order.
 		futures[i], errs[i] = s.js.PublishMsgAsync(msgs[i])
@@ -283,6 +299,9 @@ func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, f
 
 // Open implements router.SharedQueues.
 func (s *Queues) Open(q *queue.Queue) queue.Remote {
+	if isSessionQueue(q.Config().Name) {
+		return s.openSession(q)
+	}
 	c := q.Config()
 	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, wake: make(chan struct{}, 1),
 		held: map[jetstream.Msg]uint64{}}
@@ -303,9 +322,16 @@ func (s *Queues) Close() {
 	for r := range s.open {
 		rs = append(rs, r)
 	}
+	ss := make([]*sessionQueue, 0, len(s.sessions))
+	for r := range s.sessions {
+		ss = append(ss, r)
+	}
 	s.mu.Unlock()
 	s.cancel()
 	for _, r := range rs {
+		r.close()
+	}
+	for _, r := range ss {
 		r.close()
 	}
 	s.wg.Wait()
@@ -654,6 +680,10 @@ func (r *remoteQueue) Pull() (*core.Message, bool, uint32, any, bool) {
 // Messages returns how many messages a shared queue's stream holds (ready
 // and unacknowledged, on every node).
 func (s *Queues) Messages(ctx context.Context, vhost, name string) (uint64, error) {
+	if isSessionQueue(name) {
+		n, err := s.sessionCount(ctx, vhost, name)
+		return uint64(n), err
+	}
 	st, err := s.js.Stream(ctx, QueueStream(vhost, name))
 	if err != nil {
 		return 0, err

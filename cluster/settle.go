@@ -62,12 +62,13 @@ type settler struct {
 // settleKey names the message a settle is for, across its deliveries: its
 // queue on this node and its stream sequence.
 type settleKey struct {
-	q   *remoteQueue
+	q   any // *remoteQueue, *sessionQueue
 	seq uint64
 }
 
 type pendingSettle struct {
 	key         settleKey
+	beat        bool   // an ack or term of a pulled message: beaten while pending
 	subject     string // the message's ack subject
 	body        []byte
 	first, sent time.Time
@@ -87,11 +88,23 @@ func newSettler(nc *nats.Conn, timeout time.Duration, onLost func(subject, err s
 // send settles the message key whose ack subject is subject with body
 // (ackBody, termBody).
 func (s *settler) send(key settleKey, subject string, body []byte) {
+	s.request(key, subject, body, true)
+}
+
+// sendDelete settles the message key with a JetStream API request (a
+// message delete: subject and body), confirmed and retried as acks are.
+// (JetStream answers an API request with a JSON body; an error in it,
+// such as a message deleted already, is final as success is.)
+func (s *settler) sendDelete(key settleKey, subject string, body []byte) {
+	s.request(key, subject, body, false)
+}
+
+func (s *settler) request(key settleKey, subject string, body []byte, beat bool) {
 	now := time.Now()
 	s.mu.Lock()
 	s.next++
 	id := s.next
-	s.pending[id] = &pendingSettle{key: key, subject: subject, body: body, first: now, sent: now}
+	s.pending[id] = &pendingSettle{key: key, beat: beat, subject: subject, body: body, first: now, sent: now}
 	s.byKey[key]++
 	s.mu.Unlock()
 	s.publish(id, subject, body)
@@ -125,7 +138,9 @@ func (s *settler) beat() {
 	s.mu.Lock()
 	subjects := make([]string, 0, len(s.pending))
 	for _, p := range s.pending {
-		subjects = append(subjects, p.subject)
+		if p.beat {
+			subjects = append(subjects, p.subject)
+		}
 	}
 	s.mu.Unlock()
 	for _, subj := range subjects {

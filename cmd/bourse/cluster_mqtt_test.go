@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -10,7 +12,10 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/bourse-mq/bourse/cluster"
 )
 
 // mqtt5 is a paho MQTT 5 client of a cluster test.
@@ -168,25 +173,64 @@ func retainedOn(t *testing.T, addr, filter string, wait time.Duration) []string 
 	}
 }
 
-// sessionStreams lists the JetStream streams of the subscription queues of
-// MQTT client id.
-func sessionStreams(t *testing.T, natsURL, clientID string) []string {
+// sessionQueues returns the subscription queues of MQTT client id in the
+// cluster's topology and how many messages they hold in the stream of
+// session queues. It fails the test if any of them has a stream of its
+// own: they share one.
+func sessionQueues(t *testing.T, natsURL, clientID string) (queues []string, queued int) {
 	t.Helper()
 	js, done := jsConnect(t, natsURL)
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var out []string
+	prefix := "mqtt-subscription-" + clientID + "-"
+	untok := func(tok string) string {
+		b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, "_"))
+		if err != nil {
+			t.Fatalf("token %q: %v", tok, err)
+		}
+		return string(b)
+	}
 	names := js.StreamNames(ctx)
 	for n := range names.Name() {
-		if strings.HasPrefix(n, "bourse_q_mqtt-subscription-"+clientID+"-") {
-			out = append(out, n)
+		if strings.HasPrefix(n, "bourse_q_"+prefix) {
+			t.Fatalf("session queue stream %s: session queues share %s", n, cluster.SessionStream)
 		}
 	}
 	if err := names.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	kv, err := js.KeyValue(ctx, cluster.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys.Keys() {
+		if parts := strings.Split(k, "."); len(parts) == 3 && strings.HasPrefix(untok(parts[2]), prefix) {
+			queues = append(queues, untok(parts[2]))
+		}
+	}
+	st, err := js.Stream(ctx, cluster.SessionStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return queues, 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("bourse.mq.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subj, n := range info.State.Subjects {
+		parts := strings.Split(subj, ".")
+		if strings.HasPrefix(untok(parts[len(parts)-1]), prefix) {
+			queued += int(n)
+		}
+	}
+	return queues, queued
 }
 
 // TestClusterMQTTRetained: a retained message published on one node is
@@ -265,13 +309,18 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	}
 	subscribeMQTT3(t, a, "meters/7/#")
 	a.Disconnect(250)
-	if got := sessionStreams(t, nodes[1]["nats"], "meter-7"); len(got) != 1 {
-		t.Fatalf("streams of the session's queue: %v, want one", got)
+	if got, _ := sessionQueues(t, nodes[1]["nats"], "meter-7"); len(got) != 1 {
+		t.Fatalf("the session's queues: %v, want one", got)
 	}
 
 	pub := dialMQTT5(t, nodes[2]["mqtt"], "", nil)
 	for i := range 5 {
 		pub.publish("meters/7/reading", 1, false, fmt.Sprint("r", i))
+	}
+	// Acknowledged (PUBACK) once stored: in the stream all session queues
+	// share.
+	if _, n := sessionQueues(t, nodes[0]["nats"], "meter-7"); n != 5 {
+		t.Fatalf("%d messages queued for the offline session, want 5", n)
 	}
 
 	b, present := dial(nodes[1]["mqtt"])
@@ -324,7 +373,8 @@ func TestClusterMQTTSessionResumesOnAnotherNode(t *testing.T) {
 	}
 	c.Disconnect(250)
 	waitFor(t, "the ended session's queue deleted in the cluster", func() bool {
-		return len(sessionStreams(t, nodes[0]["nats"], "meter-7")) == 0
+		q, n := sessionQueues(t, nodes[0]["nats"], "meter-7")
+		return len(q) == 0 && n == 0
 	})
 	a, present = dial(nodes[0]["mqtt"])
 	defer a.Disconnect(250)
@@ -577,12 +627,13 @@ func TestClusterMQTTSessionAcrossNodeRestarts(t *testing.T) {
 	short := dialMQTT5(t, ns.addrs[1]["mqtt"], "mayfly", &paho.Connect{CleanStart: false, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 	short.subscribe("fly/#", 1)
-	if got := sessionStreams(t, ns.addrs[2]["nats"], "mayfly"); len(got) != 1 {
-		t.Fatalf("streams of mayfly's queue: %v, want one", got)
+	if got, _ := sessionQueues(t, ns.addrs[2]["nats"], "mayfly"); len(got) != 1 {
+		t.Fatalf("mayfly's queues: %v, want one", got)
 	}
 	short.close()
 	waitFor(t, "the expired session's queue deleted", func() bool {
-		return len(sessionStreams(t, ns.addrs[2]["nats"], "mayfly")) == 0
+		q, n := sessionQueues(t, ns.addrs[2]["nats"], "mayfly")
+		return len(q) == 0 && n == 0
 	})
 	short = dialMQTT5(t, ns.addrs[2]["mqtt"], "mayfly", &paho.Connect{CleanStart: false, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
