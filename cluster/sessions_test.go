@@ -98,9 +98,11 @@ func TestSessionQueuesShareOneStream(t *testing.T) {
 	}
 	s0.none(t, 300*time.Millisecond)
 	eventually(t, "the session queue empty", func() bool { return count(0) == 0 })
-	// New messages reach the reader while it waits.
+	// New messages reach the reader while it waits, at once: after 8 s
+	// idle its next look without a signal is 7.75 s away.
+	time.Sleep(8 * time.Second)
 	publishConfirmed(t, vhost(t, bs[2], "/"), "", name(0), 1, "live")
-	if d := s0.next(t); string(d.Msg.Body) != "live0" {
+	if d := s0.within(t, 4*time.Second); string(d.Msg.Body) != "live0" {
 		t.Fatalf("got %q, want live0", d.Msg.Body)
 	} else {
 		d.Queue.Ack(d.ID)
