@@ -238,6 +238,11 @@
 //     claim keeps the session, so one connection is left: the later one.
 //     Reads of owner keys and session records go to the stream leader
 //     (STREAM.MSG.GET, not a direct get that a lagging replica answers).
+//   - Orphans (orphans.go): every node answers on "bourse.mqtt.alive.<node
+//     token>"; every node sweeps the owners bucket, and the sessions of a
+//     holder with no responders for Options.MQTTOrphanAfter are adopted
+//     by a live node each (a compare-and-set against the dead holder's
+//     entry), which then expires them and sends their delayed wills.
 //   - The messages of persistent sessions are in their subscription
 //     queues, shared queues that keep their messages in one stream for
 //     all of them, SessionStream, a subject each, read by the node holding

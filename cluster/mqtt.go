@@ -28,6 +28,11 @@ const (
 	takeoverSubject = "bourse.mqtt.takeover."
 	// releaseWait bounds the wait for the previous holder of a session.
 	releaseWait = 5 * time.Second
+	// aliveSubject + tok(node) is answered by a running node (its MQTT
+	// sessions are not orphans).
+	aliveSubject = "bourse.mqtt.alive."
+	// OrphanAfter is the default of Options.MQTTOrphanAfter.
+	OrphanAfter = 2 * time.Minute
 )
 
 // mqttBuckets are the adapter's buckets.
@@ -66,6 +71,10 @@ type MQTT struct {
 	claims   map[string]*claim // by session key
 	takeover func(key string)
 	closed   bool
+
+	orphanAfter time.Duration
+	aliveSub    *nats.Subscription
+	orphans     func(key, node string) // set once: the sweep runs (orphans.go)
 }
 
 // claim is this node's hold on a session.
@@ -89,8 +98,11 @@ type takeoverReq struct {
 	Rev uint64 `json:"rev"`
 }
 
-func newMQTT(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, node string, replicas int, timeout time.Duration, log *slog.Logger) (*MQTT, error) {
-	m := &MQTT{nc: nc, node: node, timeout: timeout, log: log,
+func newMQTT(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, node string, replicas int, timeout, orphanAfter time.Duration, log *slog.Logger) (*MQTT, error) {
+	if orphanAfter <= 0 {
+		orphanAfter = OrphanAfter
+	}
+	m := &MQTT{nc: nc, node: node, timeout: timeout, log: log, orphanAfter: orphanAfter,
 		kvs: map[string]jetstream.KeyValue{}, claims: map[string]*claim{}}
 	open := func(bucket, desc string) (jetstream.KeyValue, error) {
 		return openKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, Description: desc, History: 1,
@@ -120,6 +132,12 @@ func newMQTT(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, node st
 	if err != nil {
 		m.cancel()
 		return nil, fmt.Errorf("subscribe to takeovers: %w", err)
+	}
+	m.aliveSub, err = nc.Subscribe(aliveSubject+tok(node), func(msg *nats.Msg) { _ = msg.Respond(nil) })
+	if err != nil {
+		_ = m.sub.Unsubscribe()
+		m.cancel()
+		return nil, fmt.Errorf("subscribe to liveness probes: %w", err)
 	}
 	return m, nil
 }
@@ -174,6 +192,9 @@ func (m *MQTT) Close() {
 	m.mu.Unlock()
 	if m.sub != nil {
 		_ = m.sub.Unsubscribe()
+	}
+	if m.aliveSub != nil {
+		_ = m.aliveSub.Unsubscribe()
 	}
 	m.cancel()
 	m.wg.Wait()

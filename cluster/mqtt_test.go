@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bourse-mq/bourse/cluster"
 )
 
 // TestMQTTClaimsAndRecords drives the MQTT state of three nodes without
@@ -116,5 +118,60 @@ func TestMQTTClaimsAndRecords(t *testing.T) {
 		return nil
 	}); err != nil || len(keys) != 1 || keys[0] != "/\x00a/c" {
 		t.Fatalf("ForEachRecord: %q, %v", keys, err)
+	}
+}
+
+// TestMQTTClaimOrphan: a session is claimed as an orphan only from the
+// node named as its holder, and when two nodes claim one orphan at once,
+// exactly one gets it, without asking anyone to let go.
+func TestMQTTClaimOrphan(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var mu sync.Mutex
+	handed := 0
+	for _, n := range c.nodes {
+		n.MQTT().OnTakeover(func(string) {
+			mu.Lock()
+			handed++
+			mu.Unlock()
+		})
+	}
+	m0, m1, m2 := c.nodes[0].MQTT(), c.nodes[1].MQTT(), c.nodes[2].MQTT()
+	const key = "/\x00orphan"
+	if _, _, err := m0.Claim(key); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m1.ClaimOrphan(key, "n2"); ok {
+		t.Fatal("claimed from a node that does not hold it")
+	}
+	if _, ok := m1.ClaimOrphan("/\x00nobody", "n0"); ok {
+		t.Fatal("claimed a session nobody holds")
+	}
+	var wg sync.WaitGroup
+	toks := make([]uint64, 2)
+	for i, m := range []*cluster.MQTT{m1, m2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks[i], _ = m.ClaimOrphan(key, "n0")
+		}()
+	}
+	wg.Wait()
+	if (toks[0] == 0) == (toks[1] == 0) {
+		t.Fatalf("claim tokens %v: want exactly one claim", toks)
+	}
+	winner := m1
+	if toks[0] == 0 {
+		winner = m2
+	}
+	if tok, ok := winner.Held(key); !ok || tok != max(toks[0], toks[1]) {
+		t.Fatalf("the winner holds it: %d, %v", tok, ok)
+	}
+	if _, ok := m0.Held(key); ok {
+		t.Fatal("the old holder still holds it")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if handed != 0 {
+		t.Fatalf("%d nodes asked to let go of an orphan", handed)
 	}
 }

@@ -69,6 +69,11 @@ type Options struct {
 	// AckWait is how long the messages a node holds stay with it after
 	// its last heartbeat (a node that dies or is cut off); 0 = AckWait.
 	AckWait time.Duration
+	// MQTTOrphanAfter is how long a node must be down (no answer on its
+	// liveness subject) before the live nodes adopt the MQTT sessions it
+	// held, so that they expire and their delayed wills go out; 0 =
+	// OrphanAfter.
+	MQTTOrphanAfter time.Duration
 	// RouteAdvertise is the route address this node gives its peers
 	// ("" = RouteListen).
 	RouteAdvertise string
@@ -222,7 +227,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	if n.mqtt, err = newMQTT(ctx, nc, js, node, replicas, timeout, o.Logger.With("component", "mqtt")); err != nil {
+	if n.mqtt, err = newMQTT(ctx, nc, js, node, replicas, timeout, o.MQTTOrphanAfter, o.Logger.With("component", "mqtt")); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}

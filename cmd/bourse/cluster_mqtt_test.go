@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bourse-mq/bourse/cluster"
+	"github.com/bourse-mq/bourse/internal/config"
 )
 
 // mqtt5 is a paho MQTT 5 client of a cluster test.
@@ -545,6 +546,66 @@ func TestClusterMQTTTakeoverRace(t *testing.T) {
 	holder.close()
 	pub.close()
 	stop()
+}
+
+// TestClusterMQTTOrphanedSessionExpires: the sessions of a node that stays
+// down are adopted by a live node after cluster.mqtt_orphan_after: a
+// delayed will that node was holding goes out at its time, and the
+// session expires (its queues and record gone) its expiry interval after
+// its client left; the client finds it present in between.
+func TestClusterMQTTOrphanedSessionExpires(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ns := startServeNodes(t, 3, func(_ int, cfg *config.Config) {
+		cfg.Cluster.MQTTOrphanAfter = config.Duration(2 * time.Second)
+	})
+	defer ns.stopAll() // before the leak check
+	watcher := dialMQTT5(t, ns.addrs[0]["mqtt"], "watcher", nil)
+	watcher.subscribe("wills/#", 1)
+
+	expiry, delay := uint32(6), uint32(5)
+	cp := &paho.Connect{CleanStart: false, KeepAlive: 30,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: "wills/orphan", Payload: []byte("gone"), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}
+	var raw net.Conn
+	orphan := dialMQTT5(t, ns.addrs[2]["mqtt"], "orphan", cp, func(c *paho.ClientConfig) { raw = c.Conn })
+	orphan.subscribe("orph/#", 1)
+	if got, _ := sessionQueues(t, ns.addrs[0]["nats"], "orphan"); len(got) != 1 {
+		t.Fatalf("the session's queues: %v, want one", got)
+	}
+	// The client drops off (no DISCONNECT): node 2 holds its will for 5 s,
+	// but goes down meanwhile, and does not come back.
+	_ = raw.Close()
+	dropped := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	ns.stop(2)
+	p := watcher.next(30 * time.Second)
+	if p.Topic != "wills/orphan" || string(p.Payload) != "gone" {
+		t.Fatalf("got %s %q, want the orphan's will", p.Topic, p.Payload)
+	}
+	if d := time.Since(dropped); d < time.Duration(delay)*time.Second {
+		t.Fatalf("the will went out %v after its client dropped off, before its delay", d)
+	}
+	t.Logf("will out %v after the client dropped off", time.Since(dropped).Round(100*time.Millisecond))
+	// The adopter holds the session: present for the client meanwhile...
+	cp.WillMessage, cp.WillProperties = nil, nil
+	back := dialMQTT5(t, ns.addrs[1]["mqtt"], "orphan", cp)
+	if !back.ca.SessionPresent {
+		t.Fatal("the adopted session is not present for its client")
+	}
+	back.close()
+	// ...and it expires, everywhere, its expiry interval after the client
+	// left.
+	waitFor(t, "the adopted session expired", func() bool {
+		q, n := sessionQueues(t, ns.addrs[0]["nats"], "orphan")
+		return len(q) == 0 && n == 0
+	})
+	again := dialMQTT5(t, ns.addrs[0]["mqtt"], "orphan", cp)
+	if again.ca.SessionPresent {
+		t.Fatal("an expired session is present")
+	}
+	again.close()
+	watcher.close()
 }
 
 // TestClusterMQTTSessionAcrossNodeRestarts: a session held by a node that

@@ -173,7 +173,8 @@ func startServeNodes(t testing.TB, n int, tweak ...func(i int, cfg *config.Confi
 		cfg.Listeners = config.Listeners{AMQP: "127.0.0.1:0", MQTT: "127.0.0.1:0", STOMP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
 		cfg.Cluster = config.Cluster{Mode: "embedded", Name: "test", NodeName: fmt.Sprintf("n%d", i),
 			Listen: "127.0.0.1:0", RouteListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
-			StartTimeout: config.Duration(45 * time.Second), AckWait: cfg.Cluster.AckWait}
+			StartTimeout: config.Duration(45 * time.Second), AckWait: cfg.Cluster.AckWait,
+			MQTTOrphanAfter: cfg.Cluster.MQTTOrphanAfter}
 		for _, f := range tweak {
 			f(i, &cfg)
 		}

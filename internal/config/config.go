@@ -95,6 +95,11 @@ type Cluster struct {
 	// back to the others (cluster.Options.AckWait; default
 	// cluster.AckWait, 20s). At least 1s; the same on every node.
 	AckWait Duration `koanf:"ack_wait" yaml:"ack_wait"`
+	// MQTTOrphanAfter is how long a node must be down before the live
+	// nodes adopt the MQTT sessions it held, to expire them and send
+	// their delayed wills (cluster.Options.MQTTOrphanAfter; default
+	// cluster.OrphanAfter, 2m). At least 1s.
+	MQTTOrphanAfter Duration `koanf:"mqtt_orphan_after" yaml:"mqtt_orphan_after"`
 }
 
 // TLS configures the TLS listeners.
@@ -210,7 +215,7 @@ func Default() Config {
 		WebSocketOrigins: []string{},
 		Cluster: Cluster{Mode: "none", Name: "bourse", Listen: "127.0.0.1:4222", RouteListen: "127.0.0.1:6222",
 			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second),
-			AckWait: Duration(20 * time.Second)},
+			AckWait: Duration(20 * time.Second), MQTTOrphanAfter: Duration(2 * time.Minute)},
 	}
 }
 
@@ -477,6 +482,9 @@ func (c Cluster) validate() error {
 	}
 	if c.AckWait < minAckWait {
 		return fmt.Errorf("cluster.ack_wait: %s is below the minimum of %s", c.AckWait.D(), minAckWait.D())
+	}
+	if c.MQTTOrphanAfter < Duration(time.Second) {
+		return fmt.Errorf("cluster.mqtt_orphan_after: %s is below the minimum of 1s", c.MQTTOrphanAfter.D())
 	}
 	return nil
 }

@@ -181,3 +181,22 @@ func TestClusterAckWait(t *testing.T) {
 		t.Errorf("a duration without a unit: %v", err)
 	}
 }
+
+// TestClusterMQTTOrphanAfterSetting: cluster.mqtt_orphan_after defaults
+// to two minutes, is read from the environment, and is at least a second.
+func TestClusterMQTTOrphanAfterSetting(t *testing.T) {
+	c, err := load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded"})
+	if err != nil || c.Cluster.MQTTOrphanAfter.D() != 2*time.Minute {
+		t.Fatalf("default: %v %v", c.Cluster.MQTTOrphanAfter.D(), err)
+	}
+	c, err = load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_MQTT_ORPHAN_AFTER=10m"})
+	if err != nil || c.Cluster.MQTTOrphanAfter.D() != 10*time.Minute {
+		t.Fatalf("env: %v %v", c.Cluster.MQTTOrphanAfter.D(), err)
+	}
+	for _, bad := range []string{"500ms", "0s"} {
+		_, err := load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_MQTT_ORPHAN_AFTER=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "cluster.mqtt_orphan_after") {
+			t.Errorf("mqtt_orphan_after %s: %v", bad, err)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/bourse-mq/bourse/core"
 )
 
 // Cluster shares sessions and retained messages between the nodes of a
@@ -37,6 +39,13 @@ type Cluster interface {
 	// OnTakeover sets what runs when another node claims a session this
 	// node holds; the claim waits for it to return.
 	OnTakeover(fn func(key string))
+	// OnOrphans sets what runs for each session held by a node that has
+	// been down for a while (node: that holder), for a live node to
+	// adopt it: its expiry and its delayed will are the holder's to run.
+	OnOrphans(fn func(key, node string))
+	// ClaimOrphan makes this node the holder of session key if node
+	// still holds it; ok is false when another node has it now.
+	ClaimOrphan(key, node string) (token uint64, ok bool)
 }
 
 // keyLocks serialises, per session key, a connection taking the session
@@ -79,6 +88,7 @@ func (k *keyLocks) lock(key string) (unlock func()) {
 // node, and takeovers of this node's sessions.
 func (s *Server) joinCluster() {
 	s.opts.Cluster.OnTakeover(s.handOff)
+	s.opts.Cluster.OnOrphans(s.adoptOrphan)
 	if err := s.opts.Cluster.WatchRecords(bucketRetained, s.applyRetained); err != nil {
 		s.log.Error("retained messages of the cluster not followed", "err", err)
 	}
@@ -136,26 +146,58 @@ func (s *Server) claimSession(c *conn, key string) uint64 {
 	return token
 }
 
+// adoptOrphan takes over a session whose holder, node, has been down for
+// a while, as if its client had just gone away from this node: its
+// expiry interval runs from now, and its delayed will, if it has one,
+// goes out at its time (at once if that has passed).
+func (s *Server) adoptOrphan(key, node string) {
+	unlock := s.keys.lock(key)
+	defer unlock()
+	if s.isClosing() {
+		return
+	}
+	token, ok := s.opts.Cluster.ClaimOrphan(key, node)
+	if !ok {
+		return
+	}
+	s.handOffLocked(key) // what this node may have kept of it is older
+	ss, rec := s.adoptSession(key)
+	if ss == nil {
+		// No record (the session ended): nothing to hold.
+		s.opts.Cluster.Release(key, token)
+		return
+	}
+	ss.mu.Lock()
+	ss.claim = token
+	ss.mu.Unlock()
+	if w := rec.Will; w != nil {
+		in := &inbound{topic: w.Topic, payload: w.Payload, qos: w.QoS, retain: w.Retain, props: w.Props}
+		ss.scheduleWill(in, core.Origin{Protocol: core.ProtoMQTT, VHost: ss.vhost.Name(), User: w.User}, time.Until(time.UnixMilli(w.Due)))
+	}
+	s.log.Info("adopted the mqtt session of a node that is down", "client", ss.clientID, "node", node)
+}
+
 // adoptSession makes a persistent session recorded in the cluster this
 // node's: its subscriptions, and an offline mochi client so that the
-// connection taking it finds it present.
-func (s *Server) adoptSession(key string) {
+// connection taking it finds it present. It returns the session and its
+// record (nil when there is none).
+func (s *Server) adoptSession(key string) (*session, sessionRec) {
 	val, err := s.opts.Cluster.GetRecord(bucketSessions, key)
 	if err != nil {
 		s.log.Warn("mqtt session not read from the cluster", "key", key, "err", err)
-		return
+		return nil, sessionRec{}
 	}
 	if val == nil {
-		return
+		return nil, sessionRec{}
 	}
 	var rec sessionRec
 	if err := json.Unmarshal(val, &rec); err != nil {
 		s.log.Warn("unreadable mqtt session record in the cluster", "key", key, "err", err)
-		return
+		return nil, sessionRec{}
 	}
 	ss, sc := s.sessionFromRecord(rec, nil)
 	if ss == nil {
-		return
+		return nil, sessionRec{}
 	}
 	s.sessMu.Lock()
 	s.sessions[key] = ss
@@ -168,6 +210,7 @@ func (s *Server) adoptSession(key string) {
 	cl.Properties.Props.SessionExpiryIntervalFlag = sc.Properties.SessionExpiryIntervalFlag
 	cl.Stop(packets.ErrServerShuttingDown)
 	s.mochi.Clients.Add(cl)
+	return ss, rec
 }
 
 // handOff lets a session go to another node that claimed it.
