@@ -234,8 +234,14 @@ func (s *Queues) Publish(vhost string, m *core.Message, queues []string, done fu
 		}
 		msgs[i] = &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{qid}}}
 		// Sent now, on the publisher's path, so that one publisher's
-		// messages reach each stream in order.
-		futures[i], errs[i] = s.js.PublishMsgAsync(msgs[i])
+		// messages reach each stream in order: with JetStream's window of
+		// unacknowledged publishes full, this waits for room (up to the
+		// timeout) rather than being retried later, behind the next ones.
+		futures[i], errs[i] = s.js.PublishMsgAsync(msgs[i], jetstream.WithStallWait(s.timeout))
+		if errs[i] != nil && errors.Is(errs[i], jetstream.ErrTooManyStalledMsgs) {
+			done(core.Wrap(core.ResourceError, errs[i], "the cluster is not taking messages in time"))
+			return
+		}
 	}
 	s.mu.Lock()
 	if s.closed {

@@ -315,8 +315,15 @@ func (l *streamLog) Append(m *core.Message, done func(uint64, error)) {
 	id := base64.RawURLEncoding.EncodeToString(b[:])
 	msg := &nats.Msg{Subject: l.subject, Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
 	// Sent now, on the publisher's path, so that one publisher's records
-	// keep their order.
-	fut, err := l.s.js.PublishMsgAsync(msg)
+	// keep their order: with JetStream's window of unacknowledged
+	// publishes full, this waits for room (up to the timeout) rather than
+	// being retried later, behind the next ones (TestStreamBulkCopy found
+	// a record stored one place late under load).
+	fut, err := l.s.js.PublishMsgAsync(msg, jetstream.WithStallWait(l.s.timeout))
+	if err != nil && errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+		done(0, core.Wrap(core.ResourceError, err, "the cluster is not taking records in time"))
+		return
+	}
 	if !l.s.goTracked(func() {
 		ack, err := l.awaitPublish(msg, fut, err)
 		if err != nil {
