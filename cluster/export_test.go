@@ -55,3 +55,6 @@ func (n *Node) MakeLegacyQueueStream(ctx context.Context, vhost, name string) er
 	_, err = s.js.CreateOrUpdateConsumer(ctx, stream, s.consumerConfig())
 	return err
 }
+
+// Reaping reports whether the node holds the reaper's lease (reap.go).
+func (n *Node) Reaping() bool { return n.queues.reaping.Load() }

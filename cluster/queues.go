@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -97,7 +98,8 @@ type Queues struct {
 	// plainAcks sends acks without waiting for an answer (tests measure
 	// what confirming them costs).
 	plainAcks bool
-	leases    leases // single-active-consumer leases (sac.go)
+	leases    leases      // single-active-consumer leases (sac.go)
+	reaping   atomic.Bool // this node holds the reaper's lease (reap.go)
 }
 
 var _ router.SharedQueues = (*Queues)(nil)
@@ -117,8 +119,9 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 		return nil, err
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.maintain(s.base)
+	go s.reap(s.base)
 	return s, nil
 }
 
@@ -372,7 +375,7 @@ func (s *Queues) upgrade(ctx context.Context, vhost, name string) {
 func (s *Queues) Open(q *queue.Queue) queue.Remote {
 	c := q.Config()
 	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, wake: make(chan struct{}, 1),
-		held: map[jetstream.Msg]uint64{}}
+		held: map[jetstream.Msg]uint64{}, reapable: c.Args.HasDLX && c.Args.HasMessageTTL}
 	r.ctx, r.cancel = context.WithCancel(s.base)
 	s.mu.Lock()
 	s.open[r] = struct{}{}
@@ -440,6 +443,7 @@ type remoteQueue struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wake        chan struct{}
+	reapable    bool // the reaper expires its head (reap.go)
 
 	mu      sync.Mutex
 	cons    jetstream.Consumer // bound by the first pull

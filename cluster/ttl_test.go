@@ -61,6 +61,18 @@ func expectOnly(t testing.TB, s *sink, bodies ...string) {
 	s.none(t, 300*time.Millisecond)
 }
 
+// messagesOn is streamMessages asked through node i.
+func messagesOn(t testing.TB, c *testCluster, i int, q string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := c.nodes[i].Queues().Messages(ctx, "/", q)
+	if err != nil {
+		t.Fatalf("stream of %s: %v", q, err)
+	}
+	return n
+}
+
 func declare(t testing.TB, v *router.VHost, name string, args core.Table) {
 	t.Helper()
 	if _, err := v.DeclareQueue(router.QueueDecl{QueueInfo: router.QueueInfo{Name: name, Durable: true, Args: args}}); err != nil {
@@ -130,9 +142,10 @@ func TestSharedQueueExpirationWithoutConsumer(t *testing.T) {
 }
 
 // With a dead-letter exchange JetStream must not expire (it would drop
-// what should be dead-lettered): the message stays until a node pulls it,
-// then the router dead-letters it with reason expired.
-func TestSharedQueueTTLWithDLXNotDroppedByJetStream(t *testing.T) {
+// what should be dead-lettered): the reaper node dead-letters the expired
+// head messages with reason expired, with no consumer anywhere, and leaves
+// the others.
+func TestSharedQueueTTLWithDLXWithoutConsumer(t *testing.T) {
 	c := newTestCluster(t, 3)
 	a, b, _ := c.attach(0), c.attach(1), c.attach(2)
 	va, vb := vhost(t, a, "/"), vhost(t, b, "/")
@@ -143,26 +156,36 @@ func TestSharedQueueTTLWithDLXNotDroppedByJetStream(t *testing.T) {
 	if err := va.Bind(core.Binding{Source: "dlx", Dest: core.Dest{Kind: core.ToQueue, Name: "dead"}}, 0); err != nil {
 		t.Fatal(err)
 	}
-	declare(t, va, "live", core.Table{"x-message-ttl": int32(300), "x-dead-letter-exchange": "dlx"})
+	declare(t, va, "live", core.Table{"x-message-ttl": int32(1500), "x-dead-letter-exchange": "dlx"})
+	declare(t, va, "slow", core.Table{"x-message-ttl": int32(600000), "x-dead-letter-exchange": "dlx"})
+	start := time.Now()
 	publishExpiring(t, va, "live", "x", "")
 	publishExpiring(t, va, "live", "y", "200")
-	time.Sleep(2500 * time.Millisecond) // past JetStream's 1 s granularity
-	if n := streamMessages(t, c, "live"); n != 2 {
-		t.Fatalf("stream of a queue with a DLX holds %d messages, want 2 (JetStream must not drop them)", n)
+	publishExpiring(t, va, "slow", "stay", "")
+	took := until(t, "expired messages dead-lettered", 15*time.Second, func() bool {
+		return streamMessages(t, c, "live") == 0 && streamMessages(t, c, "dead") == 2
+	})
+	if gone := time.Since(start); gone < 1500*time.Millisecond {
+		t.Fatalf("dead-lettered %v after the publish, before the 1.5s TTL", gone)
 	}
-	// A consumer makes its node pull them: expired, dead-lettered.
-	s, _ := consume(t, vb, "live", 10)
+	slog.Info("x-message-ttl 1.5s with a DLX: dead-lettered", "after_publish", time.Since(start), "polled", took)
+	time.Sleep(500 * time.Millisecond)
+	if n, d := streamMessages(t, c, "slow"), streamMessages(t, c, "dead"); n != 1 || d != 2 {
+		t.Fatalf("unexpired queue holds %d (want 1), dead-letter queue %d (want 2)", n, d)
+	}
 	sd, _ := consume(t, vb, "dead", 10)
 	for _, want := range []string{"x", "y"} {
 		d := sd.next(t)
 		deaths, _ := d.Msg.Headers["x-death"].([]any)
-		if string(d.Msg.Body) != want || len(deaths) != 1 || deaths[0].(core.Table).String("reason") != "expired" {
-			t.Fatalf("dead letter %q headers %v, want %q expired", d.Msg.Body, d.Msg.Headers, want)
+		if string(d.Msg.Body) != want || len(deaths) != 1 || deaths[0].(core.Table).String("reason") != "expired" ||
+			deaths[0].(core.Table).String("queue") != "live" {
+			t.Fatalf("dead letter %q headers %v, want %q expired from live", d.Msg.Body, d.Msg.Headers, want)
 		}
 		d.Queue.Ack(d.ID)
 	}
-	s.none(t, 300*time.Millisecond)
-	until(t, "originals terminated", 10*time.Second, func() bool { return streamMessages(t, c, "live") == 0 })
+	sd.none(t, 300*time.Millisecond)
+	s, _ := consume(t, vb, "slow", 10)
+	expectOnly(t, s, "stay")
 }
 
 // A stream made before JetStream expiry (no MaxAge, no per-message TTLs)
@@ -211,4 +234,47 @@ func TestSharedQueueTTLOnLegacyStream(t *testing.T) {
 	// The first, kept by JetStream, still expires when a node pulls it.
 	s, _ := consume(t, va, "old2", 10)
 	expectOnly(t, s, "keep")
+}
+
+// The reaper's node dying: another node takes the lease (after it expires)
+// and dead-letters what expires.
+func TestSharedQueueReaperTakesOver(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var vs []*router.VHost
+	for i := range 3 {
+		vs = append(vs, vhost(t, c.attach(i), "/"))
+	}
+	if err := vs[0].DeclareExchange(router.ExchangeDecl{ExchangeInfo: router.ExchangeInfo{Name: "dlx", Type: router.Fanout, Durable: true}}); err != nil {
+		t.Fatal(err)
+	}
+	declare(t, vs[0], "dead", nil)
+	if err := vs[0].Bind(core.Binding{Source: "dlx", Dest: core.Dest{Kind: core.ToQueue, Name: "dead"}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	declare(t, vs[0], "live", core.Table{"x-message-ttl": int32(500), "x-dead-letter-exchange": "dlx"})
+	reaper := -1
+	until(t, "a reaper", 10*time.Second, func() bool {
+		for i, n := range c.nodes {
+			if n.Reaping() {
+				reaper = i
+			}
+		}
+		return reaper >= 0
+	})
+	c.nodes[reaper].Crash()
+	other := (reaper + 1) % 3
+	publishExpiring(t, vs[other], "live", "z", "")
+	took := until(t, "dead-lettered by the next reaper", 20*time.Second, func() bool {
+		return messagesOn(t, c, other, "live") == 0 && messagesOn(t, c, other, "dead") == 1
+	})
+	slog.Info("reaper crashed: next one dead-lettered", "after", took)
+	next := 0
+	for i, n := range c.nodes {
+		if i != reaper && n.Reaping() {
+			next++
+		}
+	}
+	if next != 1 {
+		t.Fatalf("%d reapers among the live nodes, want 1", next)
+	}
 }
