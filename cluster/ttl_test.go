@@ -104,6 +104,14 @@ func TestSharedQueueMessageTTLWithoutConsumer(t *testing.T) {
 	publishConfirmed(t, vb, "", "ttl", 1, "late")
 	s, _ := consume(t, vb, "ttl", 10)
 	expectOnly(t, s, "late0")
+
+	// One held unacknowledged past its TTL: JetStream removes it, and
+	// still answers its ack (not left to time out as unconfirmed).
+	publishConfirmed(t, va, "", "ttl", 1, "held")
+	d := s.next(t)
+	until(t, "held message removed by JetStream", 15*time.Second, func() bool { return streamMessages(t, c, "ttl") == 0 })
+	d.Queue.Ack(d.ID)
+	until(t, "ack of the removed message answered", 3*time.Second, func() bool { return c.nodes[1].SettlesInFlight() == 0 })
 }
 
 // A message's own expiration expires it in JetStream with nobody consuming
