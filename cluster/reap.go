@@ -142,15 +142,14 @@ func (r *remoteQueue) reap() time.Time {
 	idle := now.Add(min(max(r.q.Config().Args.MessageTTL, reapTick), reapIdle))
 	ctx, cancel := context.WithTimeout(r.ctx, min(r.s.timeout, 5*time.Second))
 	defer cancel()
-	cons, err := r.consumer()
-	if err != nil {
-		return now.Add(reapIdle)
-	}
-	info, err := cons.Info(ctx)
+	// Not r.consumer(): that creates a missing stream, and the queue may
+	// be being deleted. Binding reads the consumer's info.
+	cons, err := r.s.js.Consumer(ctx, QueueStream(r.vhost, r.name), queueConsumer)
 	if err != nil {
 		r.s.log.Debug("reaper: consumer info", "vhost", r.vhost, "queue", r.name, "err", err)
-		return now.Add(reapTick)
+		return now.Add(reapBusy)
 	}
+	info := cons.CachedInfo()
 	if info.NumPending == 0 {
 		return idle
 	}
