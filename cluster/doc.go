@@ -100,6 +100,33 @@
 //
 //   - basic.get pulls one message at once if the stream has one ready.
 //
+//   - Expiry with nobody consuming (limits.go, reap.go). Without a
+//     dead-letter exchange JetStream expires: x-message-ttl is the stream's
+//     MaxAge (at least 100 ms; Duplicates shrinks to it when shorter than
+//     two minutes), every queue stream allows per-message TTLs, and
+//     Publish gives a message whose own expiration comes before the
+//     queue's x-message-ttl a Nats-TTL header, per target queue, rounded up
+//     to whole seconds (at least one, JetStream's granularity). JetStream
+//     counts from storing, the router from the publish (Arrived), so the
+//     router's own expiry of pulled messages still comes first and nothing
+//     expires early; JetStream also removes a message a node holds past its
+//     TTL (its ack then settles nothing, a requeue drops it). With a DLX
+//     and x-message-ttl, the reaper, one node holding the key "reaper" of
+//     bourse_sac (created when free, renewed every 2 s, gone 6 s after its
+//     holder), looks at each such queue every 250 ms to 5 s: when no node
+//     holds its messages or waits to pull, it reads the consumer's next
+//     message (a leader read), and if the router's rule (ExpiresAt) says
+//     it expired, fetches it and has the router's queue dead-letter it
+//     (ExpireRemote: x-death reason expired, terminated once the dead letter
+//     is confirmed), then the next. A DLX queue without x-message-ttl keeps
+//     its messages' own expiration enforced only on pulled messages.
+//     Streams made before: ensure (a declare of a new queue) and each
+//     node's Open, for queues whose limits or TTL JetStream enforces, update
+//     a stream whose per-message TTLs are off (any other was made with its
+//     queue's arguments and is left alone); a publish refused for its
+//     Nats-TTL (per-message TTLs off) is stored without it and updates the
+//     stream.
+//
 //   - Counts and purge (count.go): a shared queue's ready count is the
 //     stream's messages less those its consumer has handed out unacked,
 //     plus what this node holds ready; declare-ok asks JetStream at once,
@@ -297,10 +324,11 @@
 // What is not shared yet: priorities act on each node's own share only,
 // and so do x-max-length/x-max-length-bytes with a dead-letter exchange or
 // reject-publish-dlx (without, drop-head and reject-publish are JetStream's
-// limits on the whole queue: limits.go); x-message-ttl counts
-// from the publish but is enforced only on messages a node pulled. A
-// message a node pulled for a consumer that left before it arrived comes
-// back flagged redelivered. Transient and exclusive queues (so clean MQTT
+// limits on the whole queue: limits.go); and so does expiry with a DLX
+// while a node holds messages of the queue (the reaper waits) or, without
+// x-message-ttl, for messages' own expiration. A message a node pulled
+// for a consumer that left before it arrived comes back flagged
+// redelivered. Transient and exclusive queues (so clean MQTT
 // sessions' subscriptions) stay on their node, reached from the others by
 // the fan-out. A node that started copying a stream copies it until the
 // stream is deleted or the node stops, readers or not; a stream's counts

@@ -97,15 +97,19 @@ type Queues struct {
 
 	mu         sync.Mutex
 	open       map[*remoteQueue]struct{}
+	byName     map[queueRef]*remoteQueue  // the open queues by name (argsOf)
 	sessions   map[*sessionQueue]struct{} // session queues (sessions.go)
 	sessStream jetstream.Stream           // SessionStream, once looked up
-	closed     bool
+	// upgrading: queues whose stream is being updated (upgrade).
+	upgrading map[queueRef]bool
+	closed    bool
 	// maxPayload is the NATS server's payload limit.
 	maxPayload int
 	// plainAcks sends acks without waiting for an answer (tests measure
 	// what confirming them costs).
 	plainAcks bool
-	leases    leases // single-active-consumer leases (sac.go)
+	leases    leases      // single-active-consumer leases (sac.go)
+	reaping   atomic.Bool // this node holds the reaper's lease (reap.go)
 }
 
 var _ router.SharedQueues = (*Queues)(nil)
@@ -116,7 +120,8 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 		return nil, err
 	}
 	s := &Queues{nc: nc, js: js, log: log, replicas: replicas, timeout: timeout, ackWait: ackWait,
-		open: map[*remoteQueue]struct{}{}, sessions: map[*sessionQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}
+		open: map[*remoteQueue]struct{}{}, byName: map[queueRef]*remoteQueue{}, upgrading: map[queueRef]bool{},
+		sessions: map[*sessionQueue]struct{}{}, maxPayload: int(nc.MaxPayload())}
 	s.beatWait.Store(int64(ackWait))
 	s.settle, err = newSettler(nc, timeout, func(subject, err string) {
 		log.Warn("ack to JetStream not confirmed; the message will be redelivered after AckWait", "ack", subject, "err", err)
@@ -125,8 +130,9 @@ func newQueues(nc *nats.Conn, replicas int, timeout, ackWait time.Duration, log 
 		return nil, err
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.maintain(s.base)
+	go s.reap(s.base)
 	return s, nil
 }
 
@@ -137,20 +143,17 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string, args *queue.Arg
 		return s.ensureSessions(ctx, args)
 	}
 	stream := QueueStream(vhost, name)
-	cfg := jetstream.StreamConfig{
-		Name:        stream,
-		Description: fmt.Sprintf("Bourse queue '%s' in vhost '%s'", name, vhost),
-		Subjects:    []string{QueueSubject(vhost, name)},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.replicas,
-		Duplicates:  2 * time.Minute,
-	}
 	if args == nil {
 		args = s.argsOf(vhost, name)
 	}
+	var cfg jetstream.StreamConfig
 	if args != nil {
-		queueLimits(&cfg, *args)
+		cfg = s.streamConfig(vhost, name, *args)
+	} else {
+		// Unknown arguments (a queue this node does not have yet): the
+		// declaring node's ensure or a node's refresh sets its limits.
+		cfg = s.streamConfig(vhost, name, queue.Args{MaxLength: -1, MaxLengthBytes: -1})
+		cfg.AllowMsgTTL = false
 	}
 	err := retryTransient(ctx, func(ctx context.Context) error {
 		_, err := s.js.CreateStream(ctx, cfg)
@@ -158,6 +161,9 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string, args *queue.Arg
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported && cfg.Replicas > 1 {
 			cfg.Replicas = 1
 			_, err = s.js.CreateStream(ctx, cfg)
+		}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && args != nil {
+			return s.update(ctx, cfg)
 		}
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil
@@ -175,6 +181,61 @@ func (s *Queues) ensure(ctx context.Context, vhost, name string, args *queue.Arg
 		return fmt.Errorf("create the consumer of stream %s: %w", stream, err)
 	}
 	return nil
+}
+
+// streamConfig is the configuration of a shared queue's stream.
+func (s *Queues) streamConfig(vhost, name string, args queue.Args) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        QueueStream(vhost, name),
+		Description: fmt.Sprintf("Bourse queue '%s' in vhost '%s'", name, vhost),
+		Subjects:    []string{QueueSubject(vhost, name)},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.replicas,
+		Duplicates:  dedupWindow,
+	}
+	queueLimits(&cfg, args)
+	queueTTL(&cfg, args)
+	return cfg
+}
+
+// update gives an existing stream created before this version the limits
+// and expiry of cfg, keeping the rest of its configuration (its replicas:
+// ensure may have made it R1). Such a stream is known by its per-message
+// TTLs being off; any other is left alone: it was made with its queue's
+// arguments (a declare racing another of different arguments must not
+// change the winner's stream).
+func (s *Queues) update(ctx context.Context, cfg jetstream.StreamConfig) error {
+	st, err := s.js.Stream(ctx, cfg.Name)
+	if err != nil {
+		return err
+	}
+	old := st.CachedInfo().Config
+	if old.AllowMsgTTL {
+		return nil
+	}
+	want := old
+	want.MaxMsgs, want.MaxBytes, want.Discard = unlimited(cfg.MaxMsgs), unlimited(cfg.MaxBytes), cfg.Discard
+	want.MaxAge, want.Duplicates = cfg.MaxAge, cfg.Duplicates
+	want.AllowMsgTTL = old.AllowMsgTTL || cfg.AllowMsgTTL // JetStream cannot turn it off
+	if want.MaxMsgs == old.MaxMsgs && want.MaxBytes == old.MaxBytes && want.Discard == old.Discard &&
+		want.MaxAge == old.MaxAge && want.Duplicates == old.Duplicates && want.AllowMsgTTL == old.AllowMsgTTL {
+		return nil
+	}
+	_, err = s.js.UpdateStream(ctx, want)
+	if err == nil {
+		s.log.Info("shared queue's stream updated to the queue's limits and expiry", "stream", cfg.Name,
+			"max_msgs", want.MaxMsgs, "max_bytes", want.MaxBytes, "max_age", want.MaxAge)
+	}
+	return err
+}
+
+// unlimited is JetStream's spelling of a limit left at zero (none).
+func unlimited(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // consumerConfig is the configuration of each shared queue's consumer.
@@ -227,12 +288,21 @@ func (s *Queues) Publish(vhost string, m *core.Message, queues []string, done fu
 	futures := make([]jetstream.PubAckFuture, len(queues))
 	errs := make([]error, len(queues))
 	for i, q := range queues {
-		subject, qid := QueueSubject(vhost, q), id
 		if isSessionQueue(q) {
 			// One stream for every session queue: one id per queue in it.
-			subject, qid = SessionSubject(vhost, q), id+"."+strconv.Itoa(i)
+			// (Its messages' own expiration is the router's, on delivery.)
+			msgs[i] = &nats.Msg{Subject: SessionSubject(vhost, q), Data: payload,
+				Header: nats.Header{jetstream.MsgIDHeader: []string{id + "." + strconv.Itoa(i)}}}
+		} else {
+			msgs[i] = &nats.Msg{Subject: QueueSubject(vhost, q), Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
+			if m.Props.Expiration != "" {
+				if a := s.argsOf(vhost, q); a != nil {
+					if ttl := msgTTL(m, *a); ttl != "" {
+						msgs[i].Header[jetstream.MsgTTLHeader] = []string{ttl}
+					}
+				}
+			}
 		}
-		msgs[i] = &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{jetstream.MsgIDHeader: []string{qid}}}
 		// Sent now, on the publisher's path, so that one publisher's
 		// messages reach each stream in order: with JetStream's window of
 		// unacknowledged publishes full, this waits for room (up to the
@@ -276,6 +346,16 @@ func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, f
 			if err == nil {
 				break
 			}
+			if ttlDisabled(err) && msgs[i].Header.Get(jetstream.MsgTTLHeader) != "" {
+				// A stream from before this version: JetStream will not
+				// expire this message, the router still does on the
+				// node that pulls it. The queue's next declare (or this
+				// ensure) lets the stream take per-message TTLs.
+				msgs[i].Header.Del(jetstream.MsgTTLHeader)
+				s.upgrade(ctx, vhost, queues[i])
+				futures[i], errs[i] = s.js.PublishMsgAsync(msgs[i])
+				continue
+			}
 			if atLimit(err) {
 				// x-overflow reject-publish, enforced by JetStream.
 				return core.Wrap(core.ResourceError, err, "queue '%s' in vhost '%s' is at its length limit", queues[i], vhost)
@@ -303,6 +383,25 @@ func (s *Queues) awaitPublish(vhost string, queues []string, msgs []*nats.Msg, f
 	return nil
 }
 
+// upgrade lets an existing queue stream take per-message TTLs (ensure),
+// once at a time per queue however many publishes find it cannot.
+func (s *Queues) upgrade(ctx context.Context, vhost, name string) {
+	k := queueRef{vhost, name}
+	s.mu.Lock()
+	if s.upgrading[k] {
+		s.mu.Unlock()
+		return
+	}
+	s.upgrading[k] = true
+	s.mu.Unlock()
+	if err := s.ensure(ctx, vhost, name, nil); err != nil {
+		s.log.Warn("shared queue's stream not updated for per-message TTLs", "vhost", vhost, "queue", name, "err", err)
+	}
+	s.mu.Lock()
+	delete(s.upgrading, k)
+	s.mu.Unlock()
+}
+
 // Open implements router.SharedQueues.
 func (s *Queues) Open(q *queue.Queue) queue.Remote {
 	if isSessionQueue(q.Config().Name) {
@@ -310,12 +409,44 @@ func (s *Queues) Open(q *queue.Queue) queue.Remote {
 	}
 	c := q.Config()
 	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, wake: make(chan struct{}, 1),
-		held: map[jetstream.Msg]uint64{}}
+		held: map[jetstream.Msg]uint64{}, reapable: c.Args.HasDLX && c.Args.HasMessageTTL}
 	r.ctx, r.cancel = context.WithCancel(s.base)
 	s.mu.Lock()
 	s.open[r] = struct{}{}
+	s.byName[queueRef{r.vhost, r.name}] = r
+	refresh := !s.closed && jetStreamLimited(c.Args)
+	if refresh {
+		s.wg.Add(1)
+	}
 	s.mu.Unlock()
+	if refresh {
+		go r.refresh()
+	}
 	return r
+}
+
+// refreshing bounds the streams a node checks at once (refresh).
+var refreshing = make(chan struct{}, 4)
+
+// refresh gives the queue's stream, if it was created before this version,
+// the limits and expiry JetStream enforces for the queue (update): every
+// node opens every shared queue when it starts, so such a stream is
+// updated at the first start of a node of this version. A missing stream
+// is not created (the queue may be being deleted).
+func (r *remoteQueue) refresh() {
+	defer r.s.wg.Done()
+	select {
+	case refreshing <- struct{}{}:
+	case <-r.ctx.Done():
+		return
+	}
+	defer func() { <-refreshing }()
+	ctx, cancel := context.WithTimeout(r.ctx, r.s.timeout)
+	defer cancel()
+	err := r.s.update(ctx, r.s.streamConfig(r.vhost, r.name, r.q.Config().Args))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && r.ctx.Err() == nil {
+		r.s.log.Warn("shared queue's stream not checked for its limits and expiry", "vhost", r.vhost, "queue", r.name, "err", err)
+	}
 }
 
 // Close stops feeding every queue and gives back the messages this node
@@ -353,6 +484,7 @@ type remoteQueue struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wake        chan struct{}
+	reapable    bool // the reaper expires its head (reap.go)
 
 	mu      sync.Mutex
 	cons    jetstream.Consumer // bound by the first pull
@@ -397,6 +529,9 @@ func (r *remoteQueue) Wake() {
 func (r *remoteQueue) Closed() {
 	r.s.mu.Lock()
 	delete(r.s.open, r)
+	if k := (queueRef{r.vhost, r.name}); r.s.byName[k] == r {
+		delete(r.s.byName, k)
+	}
 	r.s.mu.Unlock()
 	r.close()
 }

@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"time"
+
 	"github.com/bourse-mq/bourse/core"
 )
 
@@ -185,4 +187,35 @@ func (q *Queue) pullForGet() {
 	q.readyBytes += int64(e.size)
 	q.memBytes += int64(e.size)
 	q.mu.Unlock()
+}
+
+// ExpiresAt is when a message of this queue expires (x-message-ttl or its
+// own expiration, the earlier, counted from its publish); zero: never.
+func (q *Queue) ExpiresAt(m *core.Message) time.Time {
+	if ns := q.expiryOf(m, m.Arrived); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// ExpireRemote expires a message the Remote took only to expire it
+// (nobody pulled it for a consumer): it is dead-lettered with reason
+// expired, or dropped without a DLX, as an expired head is; h is
+// terminated once the dead letter is safe (given back if it cannot be).
+// It reports false, taking nothing, when m has not expired yet or the
+// queue was deleted: the Remote gives it back.
+func (q *Queue) ExpireRemote(m *core.Message, count uint32, h any) bool {
+	var out effects
+	q.mu.Lock()
+	at := q.expiryOf(m, m.Arrived)
+	if q.deleted || q.remote == nil || at == 0 || at >= q.hooks.Now().UnixNano() {
+		q.mu.Unlock()
+		return false
+	}
+	// seq 0: the entry is not the store's (a remote queue keeps none).
+	e := &entry{msg: m, pri: q.priorityOf(m), size: m.Size(), redelivered: count > 0, count: count, h: h}
+	q.deadLetterLocked(&out, e, "expired")
+	q.mu.Unlock()
+	out.run(q)
+	return true
 }
