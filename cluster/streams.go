@@ -511,6 +511,13 @@ func (l *streamLog) follow() {
 // copyWindow bounds the records on their way to the local copy.
 const copyWindow = 1024
 
+// copyPullExpiry and copyHeartbeat are the copy's pull requests' expiry
+// and heartbeat.
+const (
+	copyPullExpiry = 10 * time.Second
+	copyHeartbeat  = time.Second
+)
+
 // refreshEvery is how often a node that copies a stream reads its bounds
 // (for retention to follow JetStream's).
 const refreshEvery = time.Second
@@ -546,7 +553,11 @@ func (l *streamLog) copy() error {
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
-	it, err := cons.Messages()
+	// A pull request that reaches the servers before the new consumer
+	// does is lost, and the ordered consumer waits for two missed
+	// heartbeats before it starts over: a short heartbeat makes that
+	// about 2 s instead of 30 (the default expiry's half, twice).
+	it, err := cons.Messages(jetstream.PullExpiry(copyPullExpiry), jetstream.PullHeartbeat(copyHeartbeat))
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
