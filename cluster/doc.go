@@ -280,7 +280,8 @@
 //   - Idle copies: each reader holds the copy while it reads (Follow's
 //     release: a consumer's reading goroutine until it ends, the fetch
 //     endpoint until its answer is written). StreamIdle (5 minutes,
-//     Options.StreamIdle) after the last one let go, the node stops the
+//     Options.StreamIdle; the config's cluster.stream_idle) after the
+//     last one let go, the node stops the
 //     ordered consumer, waits for it, and resets the local log at its
 //     next offset (Reset: every segment deleted, one empty file left).
 //     The next reader starts a copy as the first did: the empty log does

@@ -602,7 +602,7 @@ func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
 		RouteUser: c.RouteUser, RoutePassword: c.RoutePassword,
 		RouteTLSCertFile: c.RouteTLSCertFile, RouteTLSKeyFile: c.RouteTLSKeyFile, RouteTLSCAFile: c.RouteTLSCAFile,
 		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), Logger: log.With("component", "cluster"),
-		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes, StreamIdle: c.StreamIdle.D(),
 	}
 	if o.StoreDir == "" {
 		o.StoreDir = filepath.Join(cfg.DataDir, "cluster")

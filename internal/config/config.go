@@ -89,6 +89,9 @@ type Cluster struct {
 	Replicas int `koanf:"replicas" yaml:"replicas"`
 	// StartTimeout bounds joining the cluster and replaying its topology.
 	StartTimeout Duration `koanf:"start_timeout" yaml:"start_timeout"`
+	// StreamIdle is how long a node keeps copying a stream after its last
+	// reader there is gone; then it drops its copy. 0 = 5 minutes.
+	StreamIdle Duration `koanf:"stream_idle" yaml:"stream_idle"`
 }
 
 // TLS configures the TLS listeners.
@@ -203,7 +206,7 @@ func Default() Config {
 		Heartbeat:        Duration(60 * time.Second),
 		WebSocketOrigins: []string{},
 		Cluster: Cluster{Mode: "none", Name: "bourse", Listen: "127.0.0.1:4222", RouteListen: "127.0.0.1:6222",
-			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second)},
+			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second), StreamIdle: Duration(5 * time.Minute)},
 	}
 }
 
@@ -463,6 +466,9 @@ func (c Cluster) validate() error {
 	}
 	if c.StartTimeout <= 0 {
 		return fmt.Errorf("cluster.start_timeout must be positive")
+	}
+	if c.StreamIdle < 0 {
+		return fmt.Errorf("cluster.stream_idle must not be negative")
 	}
 	return nil
 }
