@@ -315,6 +315,21 @@
 //     of its own, and every second a copying node reads the stream's first
 //     sequence and deletes its local segments wholly below it
 //     (TrimBefore). A reader's "first" is JetStream's first offset.
+//   - Idle copies: each reader holds the copy while it reads (Follow's
+//     release: a consumer's reading goroutine until it ends, the fetch
+//     endpoint until its answer is written). StreamIdle (5 minutes,
+//     Options.StreamIdle; the config's cluster.stream_idle) after the
+//     last one let go, the node stops the
+//     ordered consumer, waits for it, and resets the local log at its
+//     next offset (Reset: every segment deleted, one empty file left).
+//     The next reader starts a copy as the first did: the empty log does
+//     not fit JetStream's first offset, so it starts over there. A reader
+//     that comes while a copy is being stopped waits for the stop to end,
+//     then starts the new copy; no reader holds the log meanwhile, so none
+//     sees the reset. A copy left on disk from before the node started is
+//     idle from the start. The copy's ordered consumer pulls with a 1 s
+//     heartbeat: a first pull request lost (sent before the new consumer
+//     reached the servers) stalls a starting copy about 2 s.
 //   - Named offsets (x-stream-consumer-name, HTTP …/offsets/{name}) are
 //     keys of the KV bucket OffsetsBucket (bourse_stream_offsets), written
 //     within 100 ms of an ack (at-least-once across a node's crash, as on
@@ -330,9 +345,10 @@
 // for a consumer that left before it arrived comes back flagged
 // redelivered. Transient and exclusive queues (so clean MQTT
 // sessions' subscriptions) stay on their node, reached from the others by
-// the fan-out. A node that started copying a stream copies it until the
-// stream is deleted or the node stops, readers or not; a stream's counts
-// and sizes on a node are its copy's, and 0 before a reader came there.
+// the fan-out. A copy stopped for want of readers is copied again whole
+// by the next reader, not from where it stopped; a stream's counts and
+// sizes on a node are its copy's (0 before a reader came there; segments
+// and bytes 0 once its copy stopped).
 //
 // In embedded mode (Node with ModeEmbedded) the process runs a nats-server
 // with JetStream and SyncAlways (sync_interval: always), so that a

@@ -74,6 +74,10 @@ type Options struct {
 	// held, so that they expire and their delayed wills go out; 0 =
 	// OrphanAfter.
 	MQTTOrphanAfter time.Duration
+	// StreamIdle is how long this node keeps copying a stream after its
+	// last reader here is gone; then the copy stops and its records are
+	// dropped. 0 = StreamIdle.
+	StreamIdle time.Duration
 	// RouteAdvertise is the route address this node gives its peers
 	// ("" = RouteListen).
 	RouteAdvertise string
@@ -214,7 +218,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	n.topo.shared = n.queues
-	if n.streams, err = newStreams(n.data, qreplicas, timeout, o.Logger.With("component", "streams")); err != nil {
+	streamIdle := o.StreamIdle
+	if streamIdle <= 0 {
+		streamIdle = StreamIdle
+	}
+	if n.streams, err = newStreams(n.data, qreplicas, timeout, streamIdle, o.Logger.With("component", "streams")); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}

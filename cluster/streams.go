@@ -43,6 +43,10 @@ func isStream(q core.QueueInfo) (queue.Args, bool) {
 	return a, err == nil && a.Type == "stream" && q.Durable && !q.Exclusive
 }
 
+// StreamIdle is how long a node keeps copying a stream after its last
+// reader there is gone (Options.StreamIdle).
+const StreamIdle = 5 * time.Minute
+
 // offsetFlushWait bounds how long a node's named offsets may wait to be
 // written to the bucket; acks commit offsets far more often than that.
 const offsetFlushWait = 100 * time.Millisecond
@@ -58,6 +62,7 @@ type Streams struct {
 	log      *slog.Logger
 	replicas int
 	timeout  time.Duration
+	idle     time.Duration // a copy with no reader stops after idle
 
 	base   context.Context
 	cancel context.CancelFunc
@@ -72,13 +77,13 @@ type Streams struct {
 
 var _ router.SharedStreams = (*Streams)(nil)
 
-func newStreams(nc *nats.Conn, replicas int, timeout time.Duration, log *slog.Logger) (*Streams, error) {
+func newStreams(nc *nats.Conn, replicas int, timeout, idle time.Duration, log *slog.Logger) (*Streams, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timeout), jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Streams{js: js, log: log, replicas: replicas, timeout: timeout, base: base, cancel: cancel,
+	return &Streams{js: js, log: log, replicas: replicas, timeout: timeout, idle: idle, base: base, cancel: cancel,
 		open: map[*streamLog]struct{}{}, maxPayload: int(nc.MaxPayload())}, nil
 }
 
@@ -208,11 +213,18 @@ func offsetKey(vhost, stream, reader string) string {
 func (s *Streams) Open(vhost, name string, args queue.Args, local router.ReplicaLog) queue.Log {
 	l := &streamLog{s: s, vhost: vhost, name: name, args: args, local: local,
 		stream: StreamName(vhost, name), subject: StreamSubject(vhost, name),
-		ready: make(chan struct{}), offsets: map[string]uint64{}, dirty: map[string]bool{}}
+		offsets: map[string]uint64{}, dirty: map[string]bool{}}
 	l.ctx, l.cancel = context.WithCancel(s.base)
 	s.mu.Lock()
 	s.open[l] = struct{}{}
 	s.mu.Unlock()
+	if _, bytes := local.Size(); bytes > 0 {
+		// A copy left from before this node started: idle until a
+		// reader comes.
+		l.mu.Lock()
+		l.armIdle()
+		l.mu.Unlock()
+	}
 	return l
 }
 
@@ -226,6 +238,12 @@ func (s *Streams) Closed(log queue.Log) {
 	delete(s.open, l)
 	s.mu.Unlock()
 	l.cancel()
+	l.mu.Lock()
+	if l.idle != nil {
+		l.idle.Stop()
+		l.idle = nil
+	}
+	l.mu.Unlock()
 }
 
 // Close stops copying every stream, writes the named offsets not written
@@ -262,7 +280,9 @@ func (s *Streams) goTracked(fn func()) bool {
 
 // streamLog is a stream's queue.Log on this node: appends go to JetStream;
 // reads come from the local copy (local), which follow fills from an
-// ordered consumer once a reader has asked for it.
+// ordered consumer while readers hold it (Follow), and for Streams.idle
+// after the last one let go; then the copy stops and its records are
+// dropped, and the next reader starts a copy afresh.
 type streamLog struct {
 	s               *Streams
 	vhost, name     string
@@ -275,13 +295,25 @@ type streamLog struct {
 	mu          sync.Mutex
 	known       bool   // first and next were read from JetStream
 	first, next uint64 // JetStream's bounds, as offsets
-	following   bool
-	ready       chan struct{} // closed once the copy is reconciled with JetStream
+	readers     int    // holders of the copy (Follow not released yet)
+	run         *copyRun
+	idle        *time.Timer   // stops run once it fires with no reader
+	idleGen     uint64        // counts the idle timers armed
+	stopping    chan struct{} // closed once a stopping run is gone and its records dropped
 
 	omu      sync.Mutex
 	offsets  map[string]uint64 // named offsets this node knows
 	dirty    map[string]bool   // not written to the bucket yet
 	flushing bool
+}
+
+// copyRun is one copy of a stream into the local log, from its start by a
+// reader to its stop when idle (or the log's close).
+type copyRun struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	ready  chan struct{} // closed once the copy is reconciled with JetStream
+	done   chan struct{} // closed once follow has returned
 }
 
 var (
@@ -403,7 +435,7 @@ func (l *streamLog) OffsetAt(t time.Time) uint64 {
 		off := l.local.OffsetAt(t)
 		_, have := l.local.Bounds()
 		l.mu.Lock()
-		caughtUp := !l.following || have >= l.next
+		caughtUp := l.run == nil || have >= l.next
 		l.mu.Unlock()
 		if off < have || caughtUp {
 			return off
@@ -429,37 +461,128 @@ func (l *streamLog) Changed() <-chan struct{} { return l.local.Changed() }
 // Size implements queue.Log: the local copy's segments.
 func (l *streamLog) Size() (int, int64) { return l.local.Size() }
 
-// Follow implements queue.Follower.
-func (l *streamLog) Follow(ctx context.Context, all bool) error {
+// Follow implements queue.Follower: the caller holds the copy (it is not
+// stopped) until it calls release. A copy being stopped is waited for, and
+// a new one started.
+func (l *streamLog) Follow(ctx context.Context, all bool) (func(), error) {
 	ctx, cancel := context.WithTimeout(ctx, l.s.timeout)
 	defer cancel()
 	l.mu.Lock()
-	if !l.following && l.ctx.Err() == nil {
-		if l.s.goTracked(l.follow) {
-			l.following = true
+	l.readers++
+	release := sync.OnceFunc(l.unfollow)
+	if l.idle != nil {
+		l.idle.Stop()
+		l.idle = nil
+	}
+	for l.stopping != nil {
+		stopping := l.stopping
+		l.mu.Unlock()
+		l.s.log.Debug("reader waits for the idle copy's stop", "vhost", l.vhost, "stream", l.name)
+		select {
+		case <-stopping:
+		case <-ctx.Done():
+			release()
+			return nil, ctx.Err()
+		}
+		l.mu.Lock()
+	}
+	if l.run == nil && l.ctx.Err() == nil {
+		run := &copyRun{ready: make(chan struct{}), done: make(chan struct{})}
+		run.ctx, run.cancel = context.WithCancel(l.ctx)
+		if l.s.goTracked(func() {
+			defer close(run.done)
+			l.follow(run)
+		}) {
+			l.run = run
+		} else {
+			run.cancel()
 		}
 	}
-	ready := l.ready
+	run := l.run
 	l.mu.Unlock()
+	if run == nil {
+		release()
+		return nil, errors.New("cluster node closing")
+	}
 	select {
-	case <-ready:
+	case <-run.ready:
 	case <-ctx.Done():
-		return ctx.Err()
+		release()
+		return nil, ctx.Err()
 	}
 	_, next, err := l.refresh(ctx)
-	if err != nil || !all {
-		return err
+	if err != nil {
+		release()
+		return nil, err
 	}
-	for {
+	for all {
 		changed := l.local.Changed()
 		if _, have := l.local.Bounds(); have >= next {
-			return nil
+			break
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return ctx.Err()
+			release()
+			return nil, ctx.Err()
 		}
+	}
+	return release, nil
+}
+
+// unfollow lets go of the copy; the last reader's arms the idle timer.
+func (l *streamLog) unfollow() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.readers--
+	if l.readers > 0 || l.run == nil || l.stopping != nil || l.idle != nil || l.ctx.Err() != nil {
+		return
+	}
+	l.armIdle()
+}
+
+// armIdle (l.mu held) starts the idle timer.
+func (l *streamLog) armIdle() {
+	l.idleGen++
+	gen := l.idleGen
+	l.idle = time.AfterFunc(l.s.idle, func() { l.idleStop(gen) })
+}
+
+// idleStop stops the copy (if one runs) if the idle timer armed as gen is
+// still armed (no reader came since), and drops the copy's records.
+func (l *streamLog) idleStop(gen uint64) {
+	l.mu.Lock()
+	if l.idle == nil || l.idleGen != gen || l.readers > 0 || l.ctx.Err() != nil {
+		l.mu.Unlock()
+		return
+	}
+	l.idle = nil
+	run := l.run
+	stopping := make(chan struct{})
+	l.stopping = stopping
+	l.mu.Unlock()
+	finish := func() {
+		l.mu.Lock()
+		l.run, l.stopping = nil, nil
+		l.mu.Unlock()
+		close(stopping)
+	}
+	if !l.s.goTracked(func() {
+		defer finish()
+		if run != nil {
+			run.cancel()
+			<-run.done
+		}
+		// Every append of the run is queued before the reset, and no
+		// reader holds the copy: the records go, with their segments.
+		_, next := l.local.Bounds()
+		if err := l.local.Reset(next); err != nil {
+			l.s.log.Warn("idle copy of a cluster stream not dropped", "vhost", l.vhost, "stream", l.name, "err", err)
+			return
+		}
+		l.s.log.Debug("copy of a cluster stream stopped: no reader", "vhost", l.vhost, "stream", l.name, "idle", l.s.idle)
+	}) {
+		finish() // the node is closing; its close stops the copy
 	}
 }
 
@@ -496,19 +619,19 @@ func (l *streamLog) refresh(ctx context.Context) (first, next uint64, err error)
 	return first, next, nil
 }
 
-// follow copies the stream into the local copy until the log is closed,
-// starting over after an error.
-func (l *streamLog) follow() {
+// follow copies the stream into the local copy until the run stops (the
+// log is closed, or the copy idle), starting over after an error.
+func (l *streamLog) follow(run *copyRun) {
 	backoff := 100 * time.Millisecond
-	for l.ctx.Err() == nil {
-		err := l.copy()
-		if l.ctx.Err() != nil {
+	for run.ctx.Err() == nil {
+		err := l.copy(run)
+		if run.ctx.Err() != nil {
 			return
 		}
 		l.s.log.Warn("copying a cluster stream stopped; starting over", "vhost", l.vhost, "stream", l.name, "err", err)
 		select {
 		case <-time.After(backoff):
-		case <-l.ctx.Done():
+		case <-run.ctx.Done():
 			return
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -518,6 +641,13 @@ func (l *streamLog) follow() {
 // copyWindow bounds the records on their way to the local copy.
 const copyWindow = 1024
 
+// copyPullExpiry and copyHeartbeat are the copy's pull requests' expiry
+// and heartbeat.
+const (
+	copyPullExpiry = 10 * time.Second
+	copyHeartbeat  = time.Second
+)
+
 // refreshEvery is how often a node that copies a stream reads its bounds
 // (for retention to follow JetStream's).
 const refreshEvery = time.Second
@@ -526,15 +656,15 @@ const refreshEvery = time.Second
 // from another life of the stream or from before retention passed it,
 // starts over at JetStream's first offset), then appends what an ordered
 // consumer delivers, each record at its sequence minus one.
-func (l *streamLog) copy() error {
-	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
+func (l *streamLog) copy(run *copyRun) error {
+	ctx, cancel := context.WithTimeout(run.ctx, l.s.timeout)
 	first, next, err := l.refresh(ctx)
 	cancel()
 	if err != nil {
 		return err
 	}
 	lf, ln := l.local.Bounds()
-	if ln > next || ln < first || (lf == ln && ln != first) || !l.sameLife(ln) {
+	if ln > next || ln < first || (lf == ln && ln != first) || !l.sameLife(run.ctx, ln) {
 		if err := l.local.Reset(first); err != nil {
 			return fmt.Errorf("reset the local copy: %w", err)
 		}
@@ -542,18 +672,22 @@ func (l *streamLog) copy() error {
 	}
 	l.mu.Lock()
 	select {
-	case <-l.ready:
+	case <-run.ready:
 	default:
-		close(l.ready)
+		close(run.ready)
 	}
 	l.mu.Unlock()
-	cons, err := l.s.js.OrderedConsumer(l.ctx, l.stream, jetstream.OrderedConsumerConfig{
+	cons, err := l.s.js.OrderedConsumer(run.ctx, l.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ln + 1,
 	})
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
-	it, err := cons.Messages()
+	// A pull request that reaches the servers before the new consumer
+	// does is lost, and the ordered consumer waits for two missed
+	// heartbeats before it starts over: a short heartbeat makes that
+	// about 2 s instead of 30 (the default expiry's half, twice).
+	it, err := cons.Messages(jetstream.PullExpiry(copyPullExpiry), jetstream.PullHeartbeat(copyHeartbeat))
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
@@ -568,14 +702,14 @@ func (l *streamLog) copy() error {
 		defer t.Stop()
 		for {
 			select {
-			case <-l.ctx.Done():
+			case <-run.ctx.Done():
 				it.Stop()
 				return
 			case <-stop:
 				it.Stop()
 				return
 			case <-t.C:
-				ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
+				ctx, cancel := context.WithTimeout(run.ctx, l.s.timeout)
 				if _, _, err := l.refresh(ctx); err != nil {
 					l.s.log.Debug("cluster stream bounds", "vhost", l.vhost, "stream", l.name, "err", err)
 				}
@@ -610,8 +744,8 @@ func (l *streamLog) copy() error {
 		case window <- struct{}{}:
 		case err := <-failed:
 			return err
-		case <-l.ctx.Done():
-			return l.ctx.Err()
+		case <-run.ctx.Done():
+			return run.ctx.Err()
 		}
 		l.local.AppendAt(off, md.Timestamp, m.Data(), func(err error) {
 			<-window
@@ -635,7 +769,7 @@ func (l *streamLog) copy() error {
 // sameLife reports whether the local copy's last record (before offset
 // next) is the one JetStream holds there, so that a copy left from a
 // deleted stream of the same name is not taken for this one's.
-func (l *streamLog) sameLife(next uint64) bool {
+func (l *streamLog) sameLife(ctx context.Context, next uint64) bool {
 	lf, _ := l.local.Bounds()
 	if next == 0 || next <= lf {
 		return true
@@ -645,7 +779,7 @@ func (l *streamLog) sameLife(next uint64) bool {
 	if _, err := l.local.Read(next-1, 1, func(_ uint64, t time.Time, m *core.Message) { ts, body = t, m.Body }); err != nil || body == nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, l.s.timeout)
 	defer cancel()
 	st, err := l.s.js.Stream(ctx, l.stream)
 	if err != nil {

@@ -25,9 +25,10 @@ type streamNodes struct {
 
 // streamOnThreeNodes starts three nodes with brokers and declares the
 // stream "log" on node 0; it returns node 0's vhost and node 2's broker.
-func streamOnThreeNodes(t *testing.T) (*streamNodes, *router.VHost, *router.Broker) {
+// tweak, if given, adjusts each node's options first.
+func streamOnThreeNodes(t *testing.T, tweak ...func(i int, o *cluster.Options)) (*streamNodes, *router.VHost, *router.Broker) {
 	t.Helper()
-	sn := newStreamNodes(t, newTestCluster(t, 3))
+	sn := newStreamNodes(t, newTestCluster(t, 3, tweak...))
 	va := vhost(t, sn.attach(t, 0), "/")
 	sn.attach(t, 1)
 	cb := sn.attach(t, 2)
@@ -114,9 +115,11 @@ func localCopy(t *testing.T, b *router.Broker) []string {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := q.CatchUp(ctx); err != nil {
+	release, err := q.CatchUp(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer release()
 	var out []string
 	first, next := q.StreamLog().Bounds()
 	for off := first; off < next; {
@@ -222,9 +225,11 @@ func TestStreamBulkCopy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := q.CatchUp(ctx); err != nil {
+	release, err := q.CatchUp(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer release()
 	copied := time.Since(t1)
 	want := int64(0)
 	for off := uint64(0); off < n; {

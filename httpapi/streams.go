@@ -145,13 +145,15 @@ func (h *streamsHandler) records(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Cluster mode: the segments served are this node's copy.
+	// It is held until the answer is written.
 	ctx, cancel := context.WithTimeout(r.Context(), catchUpWait)
-	err := q.CatchUp(ctx)
+	release, err := q.CatchUp(ctx)
 	cancel()
 	if err != nil {
 		jsonError(w, http.StatusServiceUnavailable, err.Error(), nil)
 		return
 	}
+	defer release()
 	qv := r.URL.Query()
 	oldest, tail := l.Bounds()
 	var offset uint64

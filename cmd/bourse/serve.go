@@ -602,7 +602,7 @@ func clusterOptions(cfg config.Config, log *slog.Logger) cluster.Options {
 		RouteUser: c.RouteUser, RoutePassword: c.RoutePassword,
 		RouteTLSCertFile: c.RouteTLSCertFile, RouteTLSKeyFile: c.RouteTLSKeyFile, RouteTLSCAFile: c.RouteTLSCAFile,
 		StoreDir: c.StoreDir, Replicas: c.Replicas, StartTimeout: c.StartTimeout.D(), AckWait: c.AckWait.D(),
-		MQTTOrphanAfter: c.MQTTOrphanAfter.D(),
+		MQTTOrphanAfter: c.MQTTOrphanAfter.D(), StreamIdle: c.StreamIdle.D(),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes, Logger: log.With("component", "cluster"),
 	}
 	if o.StoreDir == "" {

@@ -100,6 +100,9 @@ type Cluster struct {
 	// their delayed wills (cluster.Options.MQTTOrphanAfter; default
 	// cluster.OrphanAfter, 2m). At least 1s.
 	MQTTOrphanAfter Duration `koanf:"mqtt_orphan_after" yaml:"mqtt_orphan_after"`
+	// StreamIdle is how long a node keeps copying a stream after its last
+	// reader there is gone; then it drops its copy. 0 = 5 minutes.
+	StreamIdle Duration `koanf:"stream_idle" yaml:"stream_idle"`
 }
 
 // TLS configures the TLS listeners.
@@ -215,7 +218,7 @@ func Default() Config {
 		WebSocketOrigins: []string{},
 		Cluster: Cluster{Mode: "none", Name: "bourse", Listen: "127.0.0.1:4222", RouteListen: "127.0.0.1:6222",
 			NATSURLs: []string{}, Routes: []string{}, StartTimeout: Duration(60 * time.Second),
-			AckWait: Duration(20 * time.Second), MQTTOrphanAfter: Duration(2 * time.Minute)},
+			AckWait: Duration(20 * time.Second), MQTTOrphanAfter: Duration(2 * time.Minute), StreamIdle: Duration(5 * time.Minute)},
 	}
 }
 
@@ -485,6 +488,9 @@ func (c Cluster) validate() error {
 	}
 	if c.MQTTOrphanAfter < Duration(time.Second) {
 		return fmt.Errorf("cluster.mqtt_orphan_after: %s is below the minimum of 1s", c.MQTTOrphanAfter.D())
+	}
+	if c.StreamIdle < 0 {
+		return fmt.Errorf("cluster.stream_idle must not be negative")
 	}
 	return nil
 }

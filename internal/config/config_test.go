@@ -126,10 +126,13 @@ func TestCluster(t *testing.T) {
 	if err != nil || c.Cluster.Mode != "none" || c.Cluster.Listen != "127.0.0.1:4222" {
 		t.Fatalf("default: %+v %v", c.Cluster, err)
 	}
+	if c.Cluster.StreamIdle.D() != 5*time.Minute {
+		t.Fatalf("default stream_idle: %v", c.Cluster.StreamIdle.D())
+	}
 	c, err = load(t, []string{"--cluster", "embedded", "--cluster-routes", "nats://10.0.0.1:6222", "--cluster-routes", "nats://10.0.0.2:6222"},
-		[]string{"BOURSE_CLUSTER_NODE_NAME=b1", "BOURSE_CLUSTER_ROUTE_LISTEN=0.0.0.0:6222", "BOURSE_CLUSTER_REPLICAS=3"})
+		[]string{"BOURSE_CLUSTER_NODE_NAME=b1", "BOURSE_CLUSTER_ROUTE_LISTEN=0.0.0.0:6222", "BOURSE_CLUSTER_REPLICAS=3", "BOURSE_CLUSTER_STREAM_IDLE=30s"})
 	if err != nil || c.Cluster.Mode != "embedded" || len(c.Cluster.Routes) != 2 || c.Cluster.NodeName != "b1" ||
-		c.Cluster.RouteListen != "0.0.0.0:6222" || c.Cluster.Replicas != 3 {
+		c.Cluster.RouteListen != "0.0.0.0:6222" || c.Cluster.Replicas != 3 || c.Cluster.StreamIdle.D() != 30*time.Second {
 		t.Fatalf("embedded: %+v %v", c.Cluster, err)
 	}
 	c, err = load(t, nil, []string{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_USER=route", "BOURSE_CLUSTER_ROUTE_PASSWORD=pw",
@@ -146,6 +149,7 @@ func TestCluster(t *testing.T) {
 		{"BOURSE_CLUSTER_MODE=nats"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_LISTEN=nope"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_REPLICAS=9"},
+		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_STREAM_IDLE=-1s"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_USER=route"},
 		{"BOURSE_CLUSTER_MODE=nats", "BOURSE_CLUSTER_NATS_URLS=tls://a:4222", "BOURSE_CLUSTER_TLS_CERT_FILE=/gw.pem"},
 		{"BOURSE_CLUSTER_MODE=embedded", "BOURSE_CLUSTER_ROUTE_TLS_CERT_FILE=/n.pem", "BOURSE_CLUSTER_ROUTE_TLS_KEY_FILE=/n.key"},

@@ -38,34 +38,38 @@ type Log interface {
 
 // Follower is a Log whose records are copied in from elsewhere (a
 // cluster's stream, in cluster mode): nothing is copied until a reader
-// follows it.
+// follows it, and the copy may stop once no reader holds it.
 type Follower interface {
 	// Follow starts copying if the log is not being filled yet, and
 	// returns once Bounds reflects the source (its first and next offsets
 	// as of the call) or, with all, once the log holds every record the
-	// source held at the call; or when ctx ends.
-	Follow(ctx context.Context, all bool) error
+	// source held at the call; or when ctx ends. On success the caller
+	// holds the copy until it calls release (once it reads no more); on
+	// error it holds nothing.
+	Follow(ctx context.Context, all bool) (release func(), err error)
 }
 
 // CatchUp makes sure a stream's records are copied to this node (cluster
 // mode) and returns once it holds those the cluster held at the call; on a
-// single node it returns at once.
-func (q *Queue) CatchUp(ctx context.Context) error {
+// single node it returns at once. The caller holds the copy until it calls
+// release, which it must do once it reads no more.
+func (q *Queue) CatchUp(ctx context.Context) (release func(), err error) {
 	return q.follow(ctx, true)
 }
 
-func (q *Queue) follow(ctx context.Context, all bool) error {
+func (q *Queue) follow(ctx context.Context, all bool) (func(), error) {
 	if q.stream == nil {
-		return nil
+		return func() {}, nil
 	}
 	f, ok := q.stream.log.(Follower)
 	if !ok {
-		return nil
+		return func() {}, nil
 	}
-	if err := f.Follow(ctx, all); err != nil {
-		return core.Wrap(core.ResourceError, err, "stream '%s' in vhost '%s' not reachable in the cluster", q.cfg.Name, q.cfg.VHost)
+	release, err := f.Follow(ctx, all)
+	if err != nil {
+		return nil, core.Wrap(core.ResourceError, err, "stream '%s' in vhost '%s' not reachable in the cluster", q.cfg.Name, q.cfg.VHost)
 	}
-	return nil
+	return release, nil
 }
 
 // StreamConfig is what storage needs to open a stream's log.
@@ -387,8 +391,10 @@ func (q *Queue) consumeStream(c Consumer, o ConsumeOptions) (*Sub, error) {
 		so = *o.Stream
 	}
 	// A copy filled from a cluster: its bounds must be the cluster's
-	// before the start is resolved.
-	if err := q.follow(context.Background(), false); err != nil {
+	// before the start is resolved. The reader holds the copy until its
+	// goroutine ends.
+	release, err := q.follow(context.Background(), false)
+	if err != nil {
 		return nil, err
 	}
 	s := &Sub{q: q, c: c, opts: o, st: &streamSub{
@@ -402,21 +408,23 @@ func (q *Queue) consumeStream(c Consumer, o ConsumeOptions) (*Sub, error) {
 	q.mu.Lock()
 	if q.deleted {
 		q.mu.Unlock()
+		release()
 		return nil, core.Errorf(core.NotFound, "no queue '%s' in vhost '%s'", q.cfg.Name, q.cfg.VHost)
 	}
 	q.subs = append(q.subs, s)
 	q.mu.Unlock()
-	go q.pump(s)
+	go q.pump(s, release)
 	return s, nil
 }
 
 // pump reads the log for one subscription and delivers while the consumer
 // has credit. Reads happen without the queue's lock; Deliver is called with
-// it, as for a queue.
-func (q *Queue) pump(s *Sub) {
+// it, as for a queue. It releases the copy (release) when it ends.
+func (q *Queue) pump(s *Sub, release func()) {
 	st := q.stream
 	ss := s.st
 	defer close(ss.done)
+	defer release()
 	var batch []streamRec
 	const readBytes = 256 << 10
 	for {
