@@ -446,6 +446,12 @@ func TestSubscriptionQueueDeleted(t *testing.T) {
 		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = expiry, true
 	})
 	r2.subscribe(1, packets.Subscription{Filter: "v/#", Qos: 1})
+	// The consumer starts after SUBACK: a queue deleted before it starts
+	// is declared again (as for one deleted while the session was away).
+	eventually(t, "the subscription's consumer", func() bool {
+		q, err := ts.vhost("/").Queue(subscriptionQueueName("victim2", "v/#"), 0)
+		return err == nil && q.Consumers() == 1
+	})
 	if _, err := ts.vhost("/").DeleteQueue(subscriptionQueueName("victim2", "v/#"), false, false, 0); err != nil {
 		t.Fatal(err)
 	}
