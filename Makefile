@@ -26,13 +26,25 @@ lint: $(BIN)/staticcheck
 	$(GO) vet ./...
 	./$(BIN)/staticcheck ./...
 
-# Short runs of every native fuzz target (FUZZTIME each).
+# Short runs of every native fuzz target (FUZZTIME each). Go 1.26's fuzzing
+# coordinator can fail a run with a bare "context deadline exceeded" as the
+# time runs out (golang/go#75804, fixed in Go 1.27) without any failing
+# input: such a run counts as passed unless it saved a new input under
+# testdata/fuzz, which every real failure does.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "$$list"; exit 1; }; \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for f in $$(echo "$$list" | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$f"; \
-	    out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out" | grep -v '^fuzz: elapsed' | tail -40; exit 1; }; \
+	    before=$$(ls "$$dir/testdata/fuzz/$$f" 2>/dev/null | wc -l); \
+	    if ! out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1); then \
+	      after=$$(ls "$$dir/testdata/fuzz/$$f" 2>/dev/null | wc -l); \
+	      if [ "$$after" = "$$before" ] && echo "$$out" | grep -qx '    context deadline exceeded' \
+	         && ! echo "$$out" | grep -q -e 'panic:' -e 'Failing input'; then \
+	        echo "  (the fuzzing coordinator's deadline race, golang/go#75804: no failing input; counted as passed)"; \
+	      else echo "$$out" | grep -v '^fuzz: elapsed' | tail -40; exit 1; fi; \
+	    fi; \
 	  done; \
 	done
 
