@@ -408,7 +408,7 @@ func (s *Queues) Open(q *queue.Queue) queue.Remote {
 		return s.openSession(q)
 	}
 	c := q.Config()
-	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, wake: make(chan struct{}, 1),
+	r := &remoteQueue{s: s, q: q, vhost: c.VHost, name: c.Name, feeder: newFeeder(),
 		held: map[jetstream.Msg]uint64{}, reapable: c.Args.HasDLX && c.Args.HasMessageTTL}
 	r.ctx, r.cancel = context.WithCancel(s.base)
 	s.mu.Lock()
@@ -483,14 +483,11 @@ type remoteQueue struct {
 	vhost, name string
 	ctx         context.Context
 	cancel      context.CancelFunc
-	wake        chan struct{}
 	reapable    bool // the reaper expires its head (reap.go)
 
-	mu      sync.Mutex
-	cons    jetstream.Consumer // bound by the first pull
-	running bool
-	closed  bool
-	held    map[jetstream.Msg]uint64 // fed and not settled yet: its stream sequence
+	feeder                          // mu guards what follows too
+	cons   jetstream.Consumer       // bound by the first pull
+	held   map[jetstream.Msg]uint64 // fed and not settled yet: its stream sequence
 
 	count readyCount // the queue's ready messages in JetStream (count.go)
 	lease lease      // single active consumer: this node's lease (sac.go)
@@ -498,29 +495,47 @@ type remoteQueue struct {
 
 var _ queue.Remote = (*remoteQueue)(nil)
 
+// feeder starts and stops the goroutine that feeds a queue on this node
+// (remoteQueue, sessionQueue). Its mutex guards its queue's state too.
+type feeder struct {
+	mu      sync.Mutex
+	wake    chan struct{}
+	running bool
+	closed  bool
+}
+
+func newFeeder() feeder { return feeder{wake: make(chan struct{}, 1)} }
+
+// wakeUp signals the feeding goroutine and reports whether one must be
+// started (counted in s's wait group already).
+func (f *feeder) wakeUp(s *Queues) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+	if f.running || !s.begin() {
+		return false
+	}
+	f.running = true
+	return true
+}
+
+// stop records that the feeding goroutine ended.
+func (f *feeder) stop() {
+	f.mu.Lock()
+	f.running = false
+	f.mu.Unlock()
+}
+
 // Wake implements queue.Remote: it starts the feeder if it is not
 // running.
 func (r *remoteQueue) Wake() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-	if !r.running {
-		r.s.mu.Lock()
-		closing := r.s.closed
-		if !closing {
-			r.s.wg.Add(1)
-		}
-		r.s.mu.Unlock()
-		if closing {
-			return
-		}
-		r.running = true
+	if r.wakeUp(r.s) {
 		go r.feed()
 	}
 }
@@ -695,12 +710,6 @@ func (r *remoteQueue) feed() {
 			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
-}
-
-func (r *remoteQueue) stop() {
-	r.mu.Lock()
-	r.running = false
-	r.mu.Unlock()
 }
 
 // consumer binds the queue's consumer, creating the stream and consumer if

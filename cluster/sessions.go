@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -152,11 +151,8 @@ type sessionQueue struct {
 	subject     string
 	ctx         context.Context
 	cancel      context.CancelFunc
-	wake        chan struct{}
 
-	mu       sync.Mutex
-	running  bool
-	closed   bool
+	feeder                       // mu guards what follows too
 	migrated bool                // the queue's stream of an older version is checked for
 	next     uint64              // the stream sequence to read from
 	held     map[uint64]struct{} // fed and not settled yet
@@ -170,7 +166,7 @@ var _ queue.Remote = (*sessionQueue)(nil)
 func (s *Queues) openSession(q *queue.Queue) *sessionQueue {
 	c := q.Config()
 	r := &sessionQueue{s: s, q: q, vhost: c.VHost, name: c.Name, subject: SessionSubject(c.VHost, c.Name),
-		wake: make(chan struct{}, 1), held: map[uint64]struct{}{}, given: map[uint64]uint32{}}
+		feeder: newFeeder(), held: map[uint64]struct{}{}, given: map[uint64]uint32{}}
 	r.ctx, r.cancel = context.WithCancel(s.base)
 	s.mu.Lock()
 	s.sessions[r] = struct{}{}
@@ -180,17 +176,7 @@ func (s *Queues) openSession(q *queue.Queue) *sessionQueue {
 
 // Wake implements queue.Remote.
 func (r *sessionQueue) Wake() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-	if !r.running && r.s.begin() {
-		r.running = true
+	if r.wakeUp(r.s) {
 		go r.feed()
 	}
 }
@@ -342,12 +328,6 @@ func (r *sessionQueue) feed() {
 			return
 		}
 	}
-}
-
-func (r *sessionQueue) stop() {
-	r.mu.Lock()
-	r.running = false
-	r.mu.Unlock()
 }
 
 // read feeds up to n messages from the cursor on; caughtUp reports that
