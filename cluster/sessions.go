@@ -219,7 +219,7 @@ func (r *sessionQueue) settle(h any) (uint64, bool) {
 // confirmed off this path (settle.go).
 func (r *sessionQueue) Ack(h any) {
 	if seq, ok := r.settle(h); ok {
-		r.s.settle.sendDelete(settleKey{r, seq}, sessionDelete,
+		r.s.settle.send(settleKey{r, seq}, sessionDelete,
 			[]byte(`{"seq":`+strconv.FormatUint(seq, 10)+`,"no_erase":true}`))
 	}
 }

@@ -68,7 +68,6 @@ type settleKey struct {
 
 type pendingSettle struct {
 	key         settleKey
-	beat        bool   // an ack or term of a pulled message: beaten while pending
 	subject     string // the message's ack subject
 	body        []byte
 	first, sent time.Time
@@ -85,26 +84,16 @@ func newSettler(nc *nats.Conn, timeout time.Duration, onLost func(subject, err s
 	return s, nil
 }
 
-// send settles the message key whose ack subject is subject with body
-// (ackBody, termBody).
+// send settles the message key: body to subject, as a request whose
+// answer confirms it (an ack or term to a pulled message's ack subject, a
+// message delete to JetStream's API; an error in the API's JSON answer,
+// such as a message deleted already, is final as success is).
 func (s *settler) send(key settleKey, subject string, body []byte) {
-	s.request(key, subject, body, true)
-}
-
-// sendDelete settles the message key with a JetStream API request (a
-// message delete: subject and body), confirmed and retried as acks are.
-// (JetStream answers an API request with a JSON body; an error in it,
-// such as a message deleted already, is final as success is.)
-func (s *settler) sendDelete(key settleKey, subject string, body []byte) {
-	s.request(key, subject, body, false)
-}
-
-func (s *settler) request(key settleKey, subject string, body []byte, beat bool) {
 	now := time.Now()
 	s.mu.Lock()
 	s.next++
 	id := s.next
-	s.pending[id] = &pendingSettle{key: key, beat: beat, subject: subject, body: body, first: now, sent: now}
+	s.pending[id] = &pendingSettle{key: key, subject: subject, body: body, first: now, sent: now}
 	s.byKey[key]++
 	s.mu.Unlock()
 	s.publish(id, subject, body)
@@ -138,7 +127,7 @@ func (s *settler) beat() {
 	s.mu.Lock()
 	subjects := make([]string, 0, len(s.pending))
 	for _, p := range s.pending {
-		if p.beat {
+		if _, pulled := p.key.q.(*remoteQueue); pulled { // not a session queue's delete
 			subjects = append(subjects, p.subject)
 		}
 	}
