@@ -130,7 +130,7 @@ func (s *Queues) dropSession(ctx context.Context, vhost, name string) error {
 // sessionCount returns how many messages a session queue holds in the
 // stream.
 func (s *Queues) sessionCount(ctx context.Context, vhost, name string) (int, error) {
-	st, err := s.js.Stream(ctx, SessionStream)
+	st, err := s.sessionStream(ctx) // the handle looked up once: one request, the info
 	if err != nil {
 		return 0, err
 	}
